@@ -1,0 +1,385 @@
+"""Application layer: ``SlotLedger``, the commands of the slot lifecycle.
+
+Each command loads the aggregate(s), lets the domain decide, and saves the new events in
+one transaction. Conflicts (another process wrote first) surface as the library's
+``IntegrityError``: the command re-reads and decides again, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import datetime_now_with_tzinfo
+from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.utils import EnvType
+
+from ledger.domain import Pool, Slot, check_bot_id, check_platform, pool_id
+from ledger.errors import (
+    BotAlreadyHoldsSlot,
+    BotNotFound,
+    ConcurrencyExhausted,
+    NoIdleSlot,
+    SlotNotFound,
+)
+from ledger.persistence import SLOT_ROWS, LedgerRecorder, SlotRow
+
+__all__ = ["Clock", "Outcome", "SlotLedger", "new_correlation_id", "slot_row"]
+
+Clock = Callable[[], datetime]
+T = TypeVar("T")
+
+
+def new_correlation_id() -> str:
+    return uuid4().hex
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command did: the slot as it now is, and the log position of its last event,
+    which a caller can wait on to read its own write from the projections."""
+
+    slot: Slot
+    position: int
+
+
+def slot_row(slot: Slot) -> SlotRow:
+    """The inline index row for a slot's current state."""
+    return SlotRow(
+        slot_id=slot.id,
+        pool=slot.pool,
+        name=slot.name,
+        platform=slot.platform,
+        coolify_uuid=slot.coolify_uuid,
+        status=slot.status,
+        bot_id=slot.bot_id,
+        status_since=slot.status_since,
+        last_used=slot.last_used,
+        retired=slot.retired,
+        version=slot.version,
+    )
+
+
+class SlotLedger(Application[UUID]):
+    """The write side of the ledger: every slot transition is a command here."""
+
+    name = "SlotLedger"
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Slot: 50, Pool: 50}
+    ACQUIRE_CANDIDATES: ClassVar[int] = 8
+
+    def __init__(
+        self,
+        env: EnvType | None = None,
+        *,
+        pool_name: str = "default",
+        slot_prefix: str = "pool",
+        max_pool_size: int = 100,
+        max_attempts: int = 32,
+        clock: Clock = datetime_now_with_tzinfo,
+    ) -> None:
+        super().__init__(env)
+        if not isinstance(self.recorder, LedgerRecorder):
+            msg = "SlotLedger needs a LedgerRecorder (set APPLICATION_RECORDER_TOPIC)"
+            raise TypeError(msg)
+        self.index: LedgerRecorder = self.recorder
+        self.pool_name = pool_name
+        self.slot_prefix = slot_prefix
+        self.max_pool_size = max_pool_size
+        self.max_attempts = max_attempts
+        self.clock = clock
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        """Hand the index rows of the saved slots to the recorder, same transaction."""
+        rows = [slot_row(a) for a in processing_event.aggregates.values() if isinstance(a, Slot)]
+        if rows:
+            processing_event.saved_kwargs[SLOT_ROWS] = rows
+        return super()._record(processing_event)
+
+    # --- queries -----------------------------------------------------------------------
+
+    def get_slot(self, slot_id: UUID) -> Slot:
+        try:
+            slot: Slot = self.repository.get(slot_id)
+        except AggregateNotFoundError:
+            raise SlotNotFound(f"no slot with id {slot_id}") from None
+        return slot
+
+    def get_pool(self) -> Pool | None:
+        try:
+            pool: Pool = self.repository.get(pool_id(self.pool_name))
+        except AggregateNotFoundError:
+            return None
+        return pool
+
+    def resolve_slot(self, ref: str | UUID) -> UUID:
+        """A slot id from its UUID or its name, for CLI and API callers."""
+        if isinstance(ref, UUID):
+            return ref
+        try:
+            return UUID(ref)
+        except ValueError:
+            pass
+        for row in self.index.slot_rows(self.pool_name, include_retired=True):
+            if row.name == ref:
+                return row.slot_id
+        raise SlotNotFound(f"no slot named {ref!r} in pool {self.pool_name}")
+
+    def slot_of_bot(self, bot_id: str) -> SlotRow:
+        row = self.index.slot_for_bot(check_bot_id(bot_id))
+        if row is None:
+            raise BotNotFound(f"bot {bot_id!r} holds no slot")
+        return row
+
+    def slots(self, *, include_retired: bool = False) -> list[SlotRow]:
+        return self.index.slot_rows(self.pool_name, include_retired=include_retired)
+
+    # --- commands ----------------------------------------------------------------------
+
+    def ensure_pool(self, *, correlation_id: str | None = None) -> Pool:
+        """Create the pool, or record a new maximum size when the setting changed."""
+        cid = correlation_id or new_correlation_id()
+
+        def attempt() -> Pool:
+            pool = self._load_or_create_pool(cid)
+            pool.resize(self.max_pool_size, at=self.clock(), actor="operator", correlation_id=cid)
+            self.save(pool)
+            return pool
+
+        return self._retrying(attempt)
+
+    def provision(
+        self,
+        platform: str,
+        *,
+        coolify_uuid: str | None = None,
+        acquire_for: str | None = None,
+        actor: str = "api",
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        """Add a slot to the pool under the next free name; with ``acquire_for``, the new
+        slot is acquired for that bot in the same transaction (the seed's
+        ``createAndAcquireNewSlot``). Concurrent callers conflict on the pool's version, so
+        names never repeat and the maximum size is never exceeded."""
+        check_platform(platform)
+        if acquire_for is not None:
+            self._refuse_if_holding(acquire_for)
+        cid = correlation_id or new_correlation_id()
+
+        def attempt() -> Outcome:
+            at = self.clock()
+            pool = self._load_or_create_pool(cid)
+            slot_id = uuid4()
+            name = pool.admit(slot_id, platform, at=at, actor=actor, correlation_id=cid)
+            slot = Slot.provision(
+                slot_id=slot_id,
+                pool=self.pool_name,
+                name=name,
+                platform=platform,
+                coolify_uuid=coolify_uuid,
+                at=at,
+                actor=actor,
+                correlation_id=cid,
+            )
+            if acquire_for is not None:
+                slot.acquire(acquire_for, at=at, actor=actor, correlation_id=cid)
+            return self._save(slot, pool, bot_id=acquire_for)
+
+        return self._retrying(attempt)
+
+    def acquire(
+        self,
+        bot_id: str,
+        *,
+        platform: str | None = None,
+        actor: str = "api",
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        """Take the least recently used idle slot for a bot: idle -> deploying.
+
+        Candidates come from the inline index; the slot aggregate's version check makes
+        the take atomic. A lost race moves on to the next candidate, a bounded number of
+        times; the bot's uniqueness in the index refuses a second slot for one bot."""
+        self._refuse_if_holding(bot_id)
+        if platform is not None:
+            check_platform(platform)
+        cid = correlation_id or new_correlation_id()
+        for _ in range(self.max_attempts):
+            candidates = self.index.idle_candidates(
+                self.pool_name, platform, self.ACQUIRE_CANDIDATES
+            )
+            if not candidates:
+                where = f" for platform {platform}" if platform else ""
+                raise NoIdleSlot(f"no idle slot in pool {self.pool_name}{where}")
+            for row in candidates:
+                slot = self.get_slot(row.slot_id)
+                if slot.retired or slot.status != row.status:
+                    continue
+                slot.acquire(bot_id, at=self.clock(), actor=actor, correlation_id=cid)
+                try:
+                    return self._save(slot, bot_id=bot_id)
+                except IntegrityError:
+                    continue
+        raise ConcurrencyExhausted(
+            f"acquire for bot {bot_id!r} lost {self.max_attempts} races in a row; try again"
+        )
+
+    def mark_deploying(
+        self,
+        slot_id: UUID,
+        deployment_uuid: str | None,
+        *,
+        actor: str = "worker",
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        cid = correlation_id or new_correlation_id()
+        return self._update(
+            slot_id,
+            lambda s: s.mark_deploying(
+                deployment_uuid, at=self.clock(), actor=actor, correlation_id=cid
+            ),
+        )
+
+    def mark_started(
+        self, slot_id: UUID, *, actor: str = "worker", correlation_id: str | None = None
+    ) -> Outcome:
+        cid = correlation_id or new_correlation_id()
+        return self._update(
+            slot_id, lambda s: s.mark_started(at=self.clock(), actor=actor, correlation_id=cid)
+        )
+
+    def release(
+        self, bot_id: str, *, actor: str = "api", correlation_id: str | None = None
+    ) -> Outcome:
+        """Give back the slot a bot holds: deploying|busy -> idle."""
+        cid = correlation_id or new_correlation_id()
+        row = self.slot_of_bot(bot_id)
+        return self._update(
+            row.slot_id,
+            lambda s: s.release(bot_id, at=self.clock(), actor=actor, correlation_id=cid),
+        )
+
+    def fail(
+        self,
+        slot_id: UUID,
+        reason: str,
+        *,
+        reason_code: str = "unspecified",
+        actor: str = "worker",
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        cid = correlation_id or new_correlation_id()
+        return self._update(
+            slot_id,
+            lambda s: s.fail(
+                reason, reason_code=reason_code, at=self.clock(), actor=actor, correlation_id=cid
+            ),
+        )
+
+    def recovery_failed(
+        self,
+        slot_id: UUID,
+        reason: str,
+        *,
+        actor: str = "worker",
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        cid = correlation_id or new_correlation_id()
+        return self._update(
+            slot_id,
+            lambda s: s.recovery_failed(reason, at=self.clock(), actor=actor, correlation_id=cid),
+        )
+
+    def recover(
+        self, slot_id: UUID, *, actor: str = "worker", correlation_id: str | None = None
+    ) -> Outcome:
+        cid = correlation_id or new_correlation_id()
+        return self._update(
+            slot_id, lambda s: s.recover(at=self.clock(), actor=actor, correlation_id=cid)
+        )
+
+    def app_created(
+        self,
+        slot_id: UUID,
+        coolify_uuid: str,
+        *,
+        actor: str = "worker",
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        cid = correlation_id or new_correlation_id()
+        return self._update(
+            slot_id,
+            lambda s: s.app_created(coolify_uuid, at=self.clock(), actor=actor, correlation_id=cid),
+        )
+
+    def retire(
+        self,
+        slot_id: UUID,
+        reason: str,
+        *,
+        actor: str = "operator",
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        """Take a slot out of the pool for good; the pool makes room for a fresh one."""
+        cid = correlation_id or new_correlation_id()
+
+        def attempt() -> Outcome:
+            at = self.clock()
+            slot = self.get_slot(slot_id)
+            slot.retire(reason, at=at, actor=actor, correlation_id=cid)
+            pool = self._load_or_create_pool(cid)
+            pool.remove(slot.id, at=at, actor=actor, correlation_id=cid)
+            return self._save(slot, pool)
+
+        return self._retrying(attempt)
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _refuse_if_holding(self, bot_id: str) -> None:
+        held = self.index.slot_for_bot(check_bot_id(bot_id))
+        if held is not None:
+            raise BotAlreadyHoldsSlot(f"bot {bot_id!r} already holds slot {held.name}")
+
+    def _load_or_create_pool(self, correlation_id: str) -> Pool:
+        return self.get_pool() or Pool.create(
+            name=self.pool_name,
+            prefix=self.slot_prefix,
+            max_size=self.max_pool_size,
+            at=self.clock(),
+            correlation_id=correlation_id,
+        )
+
+    def _save(self, slot: Slot, *others: Pool, bot_id: str | None = None) -> Outcome:
+        try:
+            recordings = self.save(slot, *others)
+        except IntegrityError:
+            # The bot's uniqueness in the index, not the slot's version, may have refused it.
+            if bot_id is not None:
+                self._refuse_if_holding(bot_id)
+            raise
+        return Outcome(slot=slot, position=recordings[-1].notification.id)
+
+    def _update(self, slot_id: UUID, decide: Callable[[Slot], None]) -> Outcome:
+        def attempt() -> Outcome:
+            slot = self.get_slot(slot_id)
+            decide(slot)
+            return self._save(slot)
+
+        return self._retrying(attempt)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Run a read-decide-save attempt again after a lost race, with a short jittered
+        pause; domain errors from a fresh decision propagate unchanged."""
+        for n in range(self.max_attempts):
+            try:
+                return attempt()
+            except IntegrityError:
+                time.sleep(random.uniform(0, 0.002 * min(n + 1, 10)))  # noqa: S311
+        raise ConcurrencyExhausted(
+            f"gave up after {self.max_attempts} concurrent modifications; try again"
+        )

@@ -1,0 +1,155 @@
+"""Settings: every knob read once, from the environment or ``.env``, with pydantic-settings.
+
+``LEDGER_DATABASE_URL`` picks the store: ``postgresql://user@host:5432/db`` or
+``sqlite:///path/to/file``; unset means the embedded SQLite default. Bad values fail at
+start with a :class:`~ledger.errors.ConfigurationError` that names the setting; secrets
+are ``SecretStr`` so they never show in reprs, logs or errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger.errors import ConfigurationError
+
+__all__ = ["PostgresStore", "SQLiteStore", "Settings", "StoreConfig", "load_settings", "parse_database_url"]
+
+DEFAULT_DATABASE_URL = "sqlite:///.slotledger/ledger.db"
+
+
+@dataclass(frozen=True)
+class SQLiteStore:
+    """The embedded store: the ledger's file, and a sibling file for the read models
+    (the library's SQLite tables have fixed names, so each consumer needs its own file)."""
+
+    path: str
+
+    @property
+    def views_path(self) -> str:
+        if self.path == ":memory:":
+            return ":memory:"
+        p = Path(self.path)
+        return str(p.with_name(p.stem + ".views" + (p.suffix or ".db")))
+
+    def redacted(self) -> str:
+        return f"sqlite:///{self.path}"
+
+
+@dataclass(frozen=True)
+class PostgresStore:
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str
+    schema: str = "public"
+
+    def redacted(self) -> str:
+        auth = f"{self.user}:***@" if self.password else f"{self.user}@"
+        return f"postgresql://{auth}{self.host}:{self.port}/{self.dbname}?schema={self.schema}"
+
+    def conninfo(self) -> str:
+        """A libpq connection string, for our own connections beside the library's pool."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=self.user,
+            password=self.password or None,
+        )
+
+
+StoreConfig = SQLiteStore | PostgresStore
+
+
+def parse_database_url(url: str) -> StoreConfig:
+    """Parse ``LEDGER_DATABASE_URL``; the error names the problem but never the password."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as e:
+        msg = f"LEDGER_DATABASE_URL is malformed: {e}"
+        raise ConfigurationError(msg) from None
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        if parts.netloc or not path:
+            msg = "LEDGER_DATABASE_URL for SQLite must look like sqlite:///path/to/file.db"
+            raise ConfigurationError(msg)
+        return SQLiteStore(path=path)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        dbname = unquote(parts.path.lstrip("/"))
+        if not parts.hostname or not dbname:
+            msg = (
+                "LEDGER_DATABASE_URL for PostgreSQL must look like "
+                "postgresql://user@host:5432/dbname"
+            )
+            raise ConfigurationError(msg)
+        query = parse_qs(parts.query)
+        schema = query.get("schema", ["public"])[0]
+        if not schema.replace("_", "").isalnum():
+            msg = f"LEDGER_DATABASE_URL schema {schema!r} must be letters, digits and _"
+            raise ConfigurationError(msg)
+        return PostgresStore(
+            host=parts.hostname,
+            port=port or 5432,
+            dbname=dbname,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            schema=schema,
+        )
+    shown = scheme or "(none)"
+    msg = f"LEDGER_DATABASE_URL scheme {shown!r} is not supported: use postgresql:// or sqlite:///"
+    raise ConfigurationError(msg)
+
+
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class Settings(BaseSettings):
+    """All settings; environment variables are ``LEDGER_<NAME>`` (README lists them)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEDGER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    pool_name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")] = "default"
+    slot_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")] = "pool"
+    max_pool_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    acquire_attempts: Annotated[int, Field(ge=1, le=1000)] = 32
+    postgres_pool_size: Annotated[int, Field(ge=1, le=100)] = 2
+    postgres_max_overflow: Annotated[int, Field(ge=0, le=100)] = 8
+    coolify_url: str = "http://127.0.0.1:8765/api/v1"
+    coolify_token: SecretStr = SecretStr("")
+    api_token: SecretStr = SecretStr("")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        parse_database_url(value)
+        return value
+
+    @property
+    def store(self) -> StoreConfig:
+        return parse_database_url(self.database_url)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, turning validation errors into one clear ConfigurationError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"LEDGER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise ConfigurationError(f"bad configuration: {problems}") from None

@@ -1,0 +1,112 @@
+"""Shared fixtures: real stores for integration tests.
+
+PostgreSQL: the server at 127.0.0.1:5432 when it answers (``LEDGER_TEST_POSTGRES_URL``
+overrides), else a throwaway cluster from local binaries (pytest-postgresql), else the
+Postgres tests skip loudly, except under ``CI=true``, where they fail instead.
+Each test gets a schema of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def _throwaway_cluster(tmp: Path) -> tuple[str, object] | None:
+    """Start a private cluster with pytest-postgresql's executor, if binaries exist."""
+    pg_ctl = shutil.which("pg_ctl") or next(
+        iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))), None
+    )
+    if pg_ctl is None:
+        return None
+    from pytest_postgresql.executor import PostgreSQLExecutor
+    from pytest_postgresql.executor_noop import NoopExecutor  # noqa: F401  (import check)
+
+    port = 55432 + os.getpid() % 1000
+    executor = PostgreSQLExecutor(
+        executable=str(pg_ctl),
+        host="127.0.0.1",
+        port=port,
+        user="postgres",
+        options="",
+        startparams="-w",
+        dbname="test",
+        unixsocketdir=str(tmp),
+        datadir=str(tmp / "data"),
+        postgres_options="",
+        password="",
+    )
+    executor.start()
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as c:
+        c.execute("CREATE DATABASE test")
+    return f"postgresql://postgres@127.0.0.1:{port}/test", executor
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url() -> Iterator[str]:
+    url = os.environ.get("LEDGER_TEST_POSTGRES_URL", DEFAULT_PG_URL)
+    if _answers(url):
+        yield url
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="slotledger-pg-"))
+    started = None
+    try:
+        started = _throwaway_cluster(tmp)
+    except Exception as e:  # noqa: BLE001 - any failure means "no throwaway cluster"
+        reason = f"could not start a throwaway PostgreSQL cluster: {e}"
+    else:
+        reason = "no PostgreSQL server answers and no pg_ctl binary was found"
+    if started is None:
+        message = f"PostgreSQL UNAVAILABLE at {url}: {reason}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true: Postgres tests must run)")
+        pytest.skip(message)
+    started_url, executor = started
+    try:
+        yield started_url
+    finally:
+        executor.stop()  # type: ignore[attr-defined]
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_base_url: str) -> Iterator[str]:
+    """A database URL whose ``schema`` is fresh for this test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_base_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{postgres_base_url}?schema={schema}"
+    finally:
+        with psycopg.connect(postgres_base_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Both real stores, for contract tests."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("postgres_url"))
