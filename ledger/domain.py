@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -30,6 +30,8 @@ __all__ = [
     "ACTOR_PATTERN",
     "TRANSITIONS",
     "Pool",
+    "QueueEntry",
+    "QueueStatus",
     "Slot",
     "SlotStatus",
     "Transition",
@@ -506,3 +508,146 @@ class Pool(Aggregate):
         if not isinstance(max_size, int) or not 1 <= max_size <= cls.MAX_SIZE_LIMIT:
             msg = f"max pool size must be between 1 and {cls.MAX_SIZE_LIMIT}, got {max_size!r}"
             raise BadInput(msg)
+
+
+class QueueStatus(StrEnum):
+    WAITING = "waiting"
+    DISPATCHED = "dispatched"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class QueueEntry(Aggregate):
+    """A bot's request waiting for a slot while the pool is full. Entries are never
+    deleted: dispatch, expiry and cancellation are events, so queue time is auditable."""
+
+    DEFAULT_TIMEOUT_S: ClassVar[float] = 300.0
+    MAX_TIMEOUT_S: ClassVar[float] = 600.0
+
+    class QueueEvent(Aggregate.Event):
+        actor: str
+        correlation_id: str
+        bot_id: str
+
+    class QueueEntryEnqueued(Aggregate.Created, QueueEvent):
+        pool: str
+        platform: str | None
+        priority: int
+        timeout_at: datetime
+
+    class QueueEntryDispatched(QueueEvent):
+        slot_id: UUID
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = QueueStatus.DISPATCHED
+            aggregate.slot_id = self.slot_id
+            aggregate.ended_at = self.timestamp
+
+    class QueueEntryExpired(QueueEvent):
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = QueueStatus.EXPIRED
+            aggregate.reason = self.reason
+            aggregate.ended_at = self.timestamp
+
+    class QueueEntryCancelled(QueueEvent):
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = QueueStatus.CANCELLED
+            aggregate.reason = self.reason
+            aggregate.ended_at = self.timestamp
+
+    def __init__(
+        self,
+        *,
+        pool: str,
+        platform: str | None,
+        priority: int,
+        timeout_at: datetime,
+        actor: str,
+        correlation_id: str,
+        bot_id: str,
+    ) -> None:
+        self.pool = pool
+        self.platform = platform
+        self.priority = priority
+        self.timeout_at = timeout_at
+        self.bot_id = bot_id
+        self.status = QueueStatus.WAITING
+        self.slot_id: UUID | None = None
+        self.reason: str | None = None
+        self.ended_at: datetime | None = None
+
+    @classmethod
+    def enqueue(
+        cls,
+        *,
+        bot_id: str,
+        pool: str,
+        platform: str | None,
+        priority: int,
+        timeout_s: float,
+        at: datetime,
+        actor: str,
+        correlation_id: str,
+    ) -> QueueEntry:
+        check_bot_id(bot_id)
+        check_actor(actor)
+        if platform is not None:
+            check_platform(platform)
+        if not isinstance(priority, int) or not -1000 <= priority <= 1000:
+            msg = f"priority must be an integer from -1000 to 1000, got {priority!r}"
+            raise BadInput(msg)
+        if not 0 < timeout_s <= cls.MAX_TIMEOUT_S:
+            msg = f"queue timeout must be in (0, {cls.MAX_TIMEOUT_S:g}] seconds, got {timeout_s!r}"
+            raise BadInput(msg)
+        return cls._create(
+            cls.QueueEntryEnqueued,
+            timestamp=at,
+            pool=pool,
+            platform=platform,
+            priority=priority,
+            timeout_at=at + timedelta(seconds=timeout_s),
+            actor=actor,
+            correlation_id=correlation_id,
+            bot_id=bot_id,
+        )
+
+    @property
+    def queued_at(self) -> datetime:
+        return self.created_on
+
+    def dispatch(self, slot_id: UUID, *, at: datetime, actor: str, correlation_id: str) -> None:
+        self._end(self.QueueEntryDispatched, at, actor, correlation_id, slot_id=slot_id)
+
+    def expire(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:
+        self._end(self.QueueEntryExpired, at, actor, correlation_id, reason=_check_reason(reason))
+
+    def cancel(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:
+        self._end(self.QueueEntryCancelled, at, actor, correlation_id, reason=_check_reason(reason))
+
+    def _end(
+        self,
+        event_class: type[QueueEvent],
+        at: datetime,
+        actor: str,
+        correlation_id: str,
+        **fields: Any,
+    ) -> None:
+        check_actor(actor)
+        if self.status is not QueueStatus.WAITING:
+            msg = (
+                f"queue entry of bot {self.bot_id!r} is already {self.status.value}: "
+                f"{event_class.__name__} is not allowed"
+            )
+            raise IllegalTransition(msg)
+        self.trigger_event(
+            event_class,
+            timestamp=at,
+            actor=actor,
+            correlation_id=correlation_id,
+            bot_id=self.bot_id,
+            **fields,
+        )
