@@ -85,7 +85,7 @@ class SlotLedger(Application[UUID]):
     ) -> None:
         super().__init__(env)
         if not isinstance(self.recorder, LedgerRecorder):
-            msg = "SlotLedger needs a LedgerRecorder (set APPLICATION_RECORDER_TOPIC)"
+            msg = "SlotLedger needs a LedgerRecorder: use a factory from ledger.persistence"
             raise TypeError(msg)
         self.index: LedgerRecorder = self.recorder
         self.pool_name = pool_name
@@ -379,7 +379,7 @@ class SlotLedger(Application[UUID]):
             try:
                 return attempt()
             except IntegrityError:
-                time.sleep(random.uniform(0, 0.002 * min(n + 1, 10)))  # noqa: S311
+                time.sleep(random.uniform(0, 0.002 * min(n + 1, 10)))
         raise ConcurrencyExhausted(
             f"gave up after {self.max_attempts} concurrent modifications; try again"
         )

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.utils import get_topic
 
 from ledger.application import Clock, SlotLedger
-from eventsourcing.domain import datetime_now_with_tzinfo
-from ledger.persistence import POPOLedgerFactory, PostgresLedgerRecorder, SQLiteLedgerRecorder
+from ledger.persistence import POPOLedgerFactory, PostgresLedgerFactory, SQLiteLedgerFactory
 from ledger.settings import PostgresStore, Settings, SQLiteStore, StoreConfig
 
 __all__ = ["build_ledger", "eventsourcing_env", "memory_env"]
@@ -25,16 +25,15 @@ def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> d
         if store.path != ":memory:":
             Path(store.path).parent.mkdir(parents=True, exist_ok=True)
         return common | {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "PERSISTENCE_MODULE": get_topic(SQLiteLedgerFactory),
             "SQLITE_DBNAME": store.path,
             "SQLITE_LOCK_TIMEOUT": "10",
-            "APPLICATION_RECORDER_TOPIC": get_topic(SQLiteLedgerRecorder),
         }
     assert isinstance(store, PostgresStore)
     pool_size = settings.postgres_pool_size if settings else 2
     overflow = settings.postgres_max_overflow if settings else 8
     return common | {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": get_topic(PostgresLedgerFactory),
         "POSTGRES_DBNAME": store.dbname,
         "POSTGRES_HOST": store.host,
         "POSTGRES_PORT": str(store.port),
@@ -47,7 +46,6 @@ def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> d
         "POSTGRES_CONNECT_TIMEOUT": "10",
         "POSTGRES_PRE_PING": "y",
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-        "APPLICATION_RECORDER_TOPIC": get_topic(PostgresLedgerRecorder),
     }
 
 
@@ -59,9 +57,7 @@ def memory_env() -> dict[str, str]:
     }
 
 
-def build_ledger(
-    settings: Settings, *, clock: Clock = datetime_now_with_tzinfo
-) -> SlotLedger:
+def build_ledger(settings: Settings, *, clock: Clock = datetime_now_with_tzinfo) -> SlotLedger:
     return SlotLedger(
         eventsourcing_env(settings.store, settings),
         pool_name=settings.pool_name,

@@ -293,6 +293,7 @@ class Slot(Aggregate):
         self._emit(self.SlotStarted, at, actor, correlation_id, self.bot_id)
 
     def release(self, bot_id: str, *, at: datetime, actor: str, correlation_id: str) -> None:
+        self._check_allowed(self.SlotReleased)
         self._check_holder(bot_id)
         self._emit(self.SlotReleased, at, actor, correlation_id, bot_id)
 
@@ -344,9 +345,7 @@ class Slot(Aggregate):
         )
 
     def retire(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:
-        self._emit(
-            self.SlotRetired, at, actor, correlation_id, None, reason=_check_reason(reason)
-        )
+        self._emit(self.SlotRetired, at, actor, correlation_id, None, reason=_check_reason(reason))
 
     def _check_holder(self, bot_id: str) -> None:
         check_bot_id(bot_id)
@@ -365,6 +364,17 @@ class Slot(Aggregate):
         **fields: Any,
     ) -> None:
         check_actor(actor)
+        self._check_allowed(event_class)
+        self.trigger_event(
+            event_class,
+            timestamp=at,
+            actor=actor,
+            correlation_id=correlation_id,
+            bot_id=bot_id,
+            **fields,
+        )
+
+    def _check_allowed(self, event_class: type[SlotEvent]) -> None:
         transition = TRANSITIONS[event_class.__name__]
         if self.retired:
             msg = f"slot {self.name} is retired: {event_class.__name__} is not allowed"
@@ -376,14 +386,6 @@ class Slot(Aggregate):
                 f"{self.status.value!r} (allowed from: {allowed})"
             )
             raise IllegalTransition(msg)
-        self.trigger_event(
-            event_class,
-            timestamp=at,
-            actor=actor,
-            correlation_id=correlation_id,
-            bot_id=bot_id,
-            **fields,
-        )
 
 
 def _check_reason(reason: str) -> str:

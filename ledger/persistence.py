@@ -14,16 +14,27 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    IntegrityError,
+    StoredEvent,
+)
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteCursor,
+    SQLiteDatastore,
+    SQLiteFactory,
+)
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
@@ -34,9 +45,12 @@ __all__ = [
     "LedgerRecorder",
     "POPOLedgerFactory",
     "POPOLedgerRecorder",
+    "PostgresLedgerFactory",
     "PostgresLedgerRecorder",
+    "SQLiteLedgerFactory",
     "SQLiteLedgerRecorder",
     "SlotRow",
+    "postgres_ddl_lock",
 ]
 
 SLOT_ROWS = "slot_rows"
@@ -200,8 +214,7 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder, LedgerRecorder):
             "platform TEXT NOT NULL, coolify_uuid TEXT, status TEXT NOT NULL, "
             "bot_id TEXT UNIQUE, status_since TEXT NOT NULL, last_used TEXT, "
             "retired INTEGER NOT NULL, version INTEGER NOT NULL, UNIQUE (pool, name))",
-            "CREATE INDEX IF NOT EXISTS slot_index_idle ON slot_index "
-            "(pool, status, last_used)",
+            "CREATE INDEX IF NOT EXISTS slot_index_idle ON slot_index (pool, status, last_used)",
         ]
 
     def _insert_events(
@@ -261,6 +274,22 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder, LedgerRecorder):
         return self._select(self._select_pool, (pool, int(include_retired)))
 
 
+DDL_LOCK_KEY = 0x51071ED6E4
+"""Advisory lock key that serialises schema creation across processes."""
+
+
+@contextmanager
+def postgres_ddl_lock(datastore: PostgresDatastore) -> Iterator[None]:
+    """Hold a session advisory lock while creating tables: processes starting together
+    on an empty database otherwise collide in the catalog ("tuple concurrently updated")."""
+    with datastore.get_connection() as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+
+
 class PostgresLedgerRecorder(PostgresApplicationRecorder, LedgerRecorder):
     """PostgreSQL recorder: the index is ``<app>_slot_index`` beside ``<app>_events``."""
 
@@ -295,9 +324,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, LedgerRecorder):
             table,
             columns,
             SQL(",").join(SQL("%s") for _ in _COLUMNS),
-            SQL(",").join(
-                SQL("{0}=EXCLUDED.{0}").format(Identifier(c)) for c in _COLUMNS[1:]
-            ),
+            SQL(",").join(SQL("{0}=EXCLUDED.{0}").format(Identifier(c)) for c in _COLUMNS[1:]),
         )
         select = SQL("SELECT {} FROM {}.{} ").format(columns, schema, table)
         self._select_idle: Composed = select + SQL(
@@ -355,3 +382,24 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, LedgerRecorder):
 
     def slot_rows(self, pool: str, *, include_retired: bool = False) -> list[SlotRow]:
         return self._select(self._select_pool, (pool, include_retired))
+
+
+class SQLiteLedgerFactory(SQLiteFactory):
+    """The library's SQLite factory, building the ledger's recorder."""
+
+    application_recorder_class = SQLiteLedgerRecorder
+
+
+class PostgresLedgerFactory(PostgresFactory):
+    """The library's Postgres factory, building the ledger's recorder, with table creation
+    serialised across processes by :func:`postgres_ddl_lock`."""
+
+    application_recorder_class = PostgresLedgerRecorder
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        with postgres_ddl_lock(self.datastore):
+            return super().aggregate_recorder(purpose)
+
+    def application_recorder(self) -> ApplicationRecorder:
+        with postgres_ddl_lock(self.datastore):
+            return super().application_recorder()

@@ -18,7 +18,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.errors import ConfigurationError
 
-__all__ = ["PostgresStore", "SQLiteStore", "Settings", "StoreConfig", "load_settings", "parse_database_url"]
+__all__ = [
+    "PostgresStore",
+    "SQLiteStore",
+    "Settings",
+    "StoreConfig",
+    "load_settings",
+    "parse_database_url",
+]
 
 DEFAULT_DATABASE_URL = "sqlite:///.slotledger/ledger.db"
 

@@ -69,7 +69,7 @@ def postgres_base_url() -> Iterator[str]:
     started = None
     try:
         started = _throwaway_cluster(tmp)
-    except Exception as e:  # noqa: BLE001 - any failure means "no throwaway cluster"
+    except Exception as e:
         reason = f"could not start a throwaway PostgreSQL cluster: {e}"
     else:
         reason = "no PostgreSQL server answers and no pg_ctl binary was found"

@@ -1,0 +1,1 @@
+"""slotledger: an event-sourced ledger for pools of pre-provisioned Coolify slots."""

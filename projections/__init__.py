@@ -1,0 +1,1 @@
+"""Read models of the slot ledger: status, pool stats, queue, audit, time travel."""

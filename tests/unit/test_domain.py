@@ -1,0 +1,213 @@
+"""Every transition of the slot lifecycle, legal and illegal, on the aggregate alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from ledger.application import SlotLedger
+from ledger.bootstrap import memory_env
+from ledger.domain import TRANSITIONS, Pool, QueueEntry, Slot, SlotStatus, check_actor
+from ledger.errors import BadInput, IllegalTransition, PoolFull, WrongBot
+
+AT = datetime(2025, 12, 17, 22, 30, tzinfo=UTC)
+META = {"at": AT, "actor": "worker", "correlation_id": "c-1"}
+
+
+def new_slot() -> Slot:
+    return Slot.provision(
+        slot_id=uuid4(),
+        pool="default",
+        name="pool-meet-001",
+        platform="meet",
+        coolify_uuid="app-1",
+        at=AT,
+        actor="operator",
+        correlation_id="c-0",
+    )
+
+
+def slot_in(status: SlotStatus) -> Slot:
+    """A slot brought to a status through legal commands only."""
+    slot = new_slot()
+    if status is SlotStatus.IDLE:
+        return slot
+    slot.acquire("bot-1", **META)
+    if status is SlotStatus.BUSY:
+        slot.mark_started(**META)
+    elif status is SlotStatus.ERROR:
+        slot.fail("boom", **META)
+    return slot
+
+
+COMMANDS: dict[str, Callable[[Slot], None]] = {
+    "SlotAcquired": lambda s: s.acquire("bot-2", **META),
+    "SlotDeploying": lambda s: s.mark_deploying("dep-1", **META),
+    "SlotStarted": lambda s: s.mark_started(**META),
+    "SlotReleased": lambda s: s.release(s.bot_id or "bot-1", **META),
+    "SlotFailed": lambda s: s.fail("Container crashed", **META),
+    "SlotRecoveryFailed": lambda s: s.recovery_failed("stop failed", **META),
+    "SlotRecovered": lambda s: s.recover(**META),
+    "SlotAppCreated": lambda s: s.app_created("app-2", **META),
+    "SlotRetired": lambda s: s.retire("worn out", **META),
+}
+
+CASES = [(event, status) for event in COMMANDS for status in SlotStatus]
+
+
+def test_commands_cover_the_transition_table() -> None:
+    assert set(COMMANDS) == set(TRANSITIONS)
+
+
+@pytest.mark.parametrize(("event", "status"), CASES, ids=[f"{e}-from-{s}" for e, s in CASES])
+def test_transition(event: str, status: SlotStatus) -> None:
+    slot = slot_in(status)
+    rule = TRANSITIONS[event]
+    version = slot.version
+    if status in rule.sources:
+        COMMANDS[event](slot)
+        assert type(slot.pending_events[-1]).__name__ == event
+        assert slot.status is (rule.target or status)
+        assert slot.retired is rule.retires
+        assert slot.version == version + 1
+    else:
+        with pytest.raises(IllegalTransition, match=event):
+            COMMANDS[event](slot)
+        assert (slot.status, slot.version) == (status, version)
+
+
+def test_retired_slot_refuses_everything() -> None:
+    slot = slot_in(SlotStatus.IDLE)
+    slot.retire("gone", **META)
+    for event, command in COMMANDS.items():
+        with pytest.raises(IllegalTransition, match="retired"):
+            command(slot)
+        assert slot.version == 2, event
+
+
+def test_seed_lifecycle_and_bot_bookkeeping() -> None:
+    slot = new_slot()
+    slot.acquire("bot-123", **META)
+    assert (slot.status, slot.bot_id, slot.lease) == (SlotStatus.DEPLOYING, "bot-123", 1)
+    slot.mark_deploying("dep-9", **META)
+    assert slot.deployment_uuid == "dep-9"
+    slot.mark_started(**META)
+    assert slot.status is SlotStatus.BUSY
+    with pytest.raises(WrongBot):
+        slot.release("bot-999", **META)
+    slot.release("bot-123", **META)
+    assert (slot.status, slot.bot_id, slot.last_used) == (SlotStatus.IDLE, None, AT)
+
+
+def test_every_event_carries_audit_fields() -> None:
+    slot = slot_in(SlotStatus.BUSY)
+    for e in slot.pending_events:
+        assert e.timestamp == AT
+        assert e.actor in ("operator", "worker")
+        assert e.correlation_id.startswith("c-")
+    assert slot.pending_events[-1].bot_id == "bot-1"
+
+
+@pytest.mark.parametrize("actor", ["api", "worker", "operator", "policy:stale-deploying"])
+def test_known_actors(actor: str) -> None:
+    assert check_actor(actor) == actor
+
+
+@pytest.mark.parametrize("actor", ["", "root", "policy:", "policy:Bad Name", "API"])
+def test_unknown_actors_are_refused(actor: str) -> None:
+    with pytest.raises(BadInput):
+        check_actor(actor)
+
+
+def test_pool_admits_until_full_and_reuses_no_number() -> None:
+    pool = Pool.create(name="default", prefix="pool", max_size=2, at=AT, correlation_id="c")
+    first = uuid4()
+    assert pool.admit(first, "meet", **META) == "pool-meet-001"
+    assert pool.admit(uuid4(), "meet", **META) == "pool-meet-002"
+    with pytest.raises(PoolFull):
+        pool.admit(uuid4(), "meet", **META)
+    pool.remove(first, **META)
+    assert pool.admit(uuid4(), "meet", **META) == "pool-meet-003"
+
+
+@pytest.mark.parametrize("size", [0, -1, 10_001])
+def test_pool_refuses_absurd_sizes(size: int) -> None:
+    with pytest.raises(BadInput):
+        Pool.create(name="default", prefix="pool", max_size=size, at=AT, correlation_id="c")
+
+
+def test_queue_entry_ends_once() -> None:
+    entry = QueueEntry.enqueue(
+        bot_id="b1",
+        pool="default",
+        platform=None,
+        priority=0,
+        timeout_s=300,
+        at=AT,
+        actor="api",
+        correlation_id="c",
+    )
+    entry.cancel("user left", **META)
+    with pytest.raises(IllegalTransition, match="already cancelled"):
+        entry.dispatch(uuid4(), **META)
+    with pytest.raises(BadInput, match="timeout"):
+        QueueEntry.enqueue(
+            bot_id="b1",
+            pool="default",
+            platform=None,
+            priority=0,
+            timeout_s=601,
+            at=AT,
+            actor="api",
+            correlation_id="c",
+        )
+
+
+def test_a_v1_slot_failed_event_is_upcast_on_load() -> None:
+    """SlotFailed v1 (before reason_code) still loads: events are stored forever."""
+    ledger = SlotLedger(memory_env())
+    slot_id = ledger.provision("meet").slot.id
+    ledger.acquire("bot-1")
+    v1_state = {
+        "originator_id": str(slot_id),
+        "originator_version": 3,
+        "timestamp": {"_type_": "datetime_iso", "_data_": AT.isoformat()},
+        "actor": "worker",
+        "correlation_id": "old",
+        "bot_id": "bot-1",
+        "reason": "written by slotledger 0.0",
+    }
+    stored = ledger.mapper.to_stored_event(
+        Slot.SlotFailed(
+            originator_id=slot_id,
+            originator_version=3,
+            timestamp=AT,
+            actor="worker",
+            correlation_id="x",
+            bot_id="bot-1",
+            reason="r",
+            reason_code="c",
+        )
+    )
+    ledger.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=stored.originator_id,
+                originator_version=3,
+                topic=stored.topic,
+                state=json.dumps(v1_state).encode(),
+            )
+        ]
+    )
+    slot = ledger.get_slot(slot_id)
+    failed = ledger.repository.event_store.get(slot_id, gt=2)
+    assert slot.status is SlotStatus.ERROR
+    assert slot.last_error == "written by slotledger 0.0"
+    assert [(e.reason_code, e.reason) for e in failed] == [
+        ("unspecified", "written by slotledger 0.0")
+    ]
