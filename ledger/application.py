@@ -20,15 +20,17 @@ from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.persistence import IntegrityError, Recording
 from eventsourcing.utils import EnvType
 
-from ledger.domain import Pool, Slot, check_bot_id, check_platform, pool_id
+from ledger.domain import Pool, QueueEntry, QueueStatus, Slot, check_bot_id, check_platform, pool_id
 from ledger.errors import (
     BotAlreadyHoldsSlot,
+    BotAlreadyQueued,
     BotNotFound,
     ConcurrencyExhausted,
+    IllegalTransition,
     NoIdleSlot,
     SlotNotFound,
 )
-from ledger.persistence import SLOT_ROWS, LedgerRecorder, SlotRow
+from ledger.persistence import INDEX_ROWS, IndexRow, LedgerRecorder, QueueRow, SlotRow
 
 __all__ = ["Clock", "Outcome", "SlotLedger", "new_correlation_id", "slot_row"]
 
@@ -47,6 +49,25 @@ class Outcome:
 
     slot: Slot
     position: int
+
+
+def index_row(aggregate: object) -> IndexRow | None:
+    """The inline index row for an aggregate's current state (pools have none)."""
+    if isinstance(aggregate, QueueEntry):
+        return QueueRow(
+            entry_id=aggregate.id,
+            pool=aggregate.pool,
+            bot_id=aggregate.bot_id,
+            platform=aggregate.platform,
+            priority=aggregate.priority,
+            queued_at=aggregate.queued_at,
+            timeout_at=aggregate.timeout_at,
+            status=aggregate.status,
+            version=aggregate.version,
+        )
+    if isinstance(aggregate, Slot):
+        return slot_row(aggregate)
+    return None
 
 
 def slot_row(slot: Slot) -> SlotRow:
@@ -95,10 +116,9 @@ class SlotLedger(Application[UUID]):
         self.clock = clock
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
-        """Hand the index rows of the saved slots to the recorder, same transaction."""
-        rows = [slot_row(a) for a in processing_event.aggregates.values() if isinstance(a, Slot)]
-        if rows:
-            processing_event.saved_kwargs[SLOT_ROWS] = rows
+        """Hand the index rows of the saved aggregates to the recorder: same transaction."""
+        rows = [index_row(a) for a in processing_event.aggregates.values()]
+        processing_event.saved_kwargs[INDEX_ROWS] = [r for r in rows if r is not None]
         return super()._record(processing_event)
 
     # --- queries -----------------------------------------------------------------------
@@ -338,7 +358,142 @@ class SlotLedger(Application[UUID]):
 
         return self._retrying(attempt)
 
+    # --- queue -------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        bot_id: str,
+        *,
+        platform: str | None = None,
+        priority: int = 0,
+        timeout_s: float = QueueEntry.DEFAULT_TIMEOUT_S,
+        actor: str = "api",
+        correlation_id: str | None = None,
+    ) -> QueueEntry:
+        """Put a request in the queue; a bot holds at most one slot or one entry."""
+        self._refuse_if_holding(bot_id)
+        self._refuse_if_queued(bot_id)
+        entry = QueueEntry.enqueue(
+            bot_id=bot_id,
+            pool=self.pool_name,
+            platform=platform,
+            priority=priority,
+            timeout_s=timeout_s,
+            at=self.clock(),
+            actor=actor,
+            correlation_id=correlation_id or new_correlation_id(),
+        )
+        try:
+            self.save(entry)
+        except IntegrityError:
+            self._refuse_if_queued(bot_id)
+            raise
+        return entry
+
+    def waiting(self) -> list[QueueRow]:
+        """Waiting entries in dispatch order."""
+        return self.index.waiting_entries(self.pool_name)
+
+    def queue_entry_of_bot(self, bot_id: str) -> QueueRow:
+        row = self.index.waiting_entry_for_bot(check_bot_id(bot_id))
+        if row is None:
+            raise BotNotFound(f"bot {bot_id!r} is not waiting in the queue")
+        return row
+
+    def queue_position(self, bot_id: str) -> int:
+        """1-based place among the waiting entries that compete for the same slots."""
+        mine = self.queue_entry_of_bot(bot_id)
+        ahead = [
+            r
+            for r in self.waiting()
+            if r.platform in (None, mine.platform) or mine.platform is None
+        ]
+        return next(i for i, r in enumerate(ahead, 1) if r.entry_id == mine.entry_id)
+
+    def cancel_queued(
+        self,
+        bot_id: str,
+        reason: str = "cancelled by the requester",
+        *,
+        actor: str = "api",
+        correlation_id: str | None = None,
+    ) -> QueueEntry:
+        cid = correlation_id or new_correlation_id()
+        entry_id = self.queue_entry_of_bot(bot_id).entry_id
+
+        def attempt() -> QueueEntry:
+            entry: QueueEntry = self.repository.get(entry_id)
+            entry.cancel(reason, at=self.clock(), actor=actor, correlation_id=cid)
+            self.save(entry)
+            return entry
+
+        return self._retrying(attempt)
+
+    def expire_due(
+        self, *, actor: str = "policy:queue-expiry", correlation_id: str | None = None
+    ) -> list[QueueEntry]:
+        """Expire every waiting entry past its timeout; the requester sees the reason."""
+        now = self.clock()
+        expired = []
+        for row in self.waiting():
+            if row.timeout_at > now:
+                continue
+            entry: QueueEntry = self.repository.get(row.entry_id)
+            waited = (now - entry.queued_at).total_seconds()
+            try:
+                entry.expire(
+                    f"no slot became available within {waited:.0f}s",
+                    at=now,
+                    actor=actor,
+                    correlation_id=correlation_id or new_correlation_id(),
+                )
+                self.save(entry)
+            except (IllegalTransition, IntegrityError):
+                continue  # dispatched or cancelled meanwhile
+            expired.append(entry)
+        return expired
+
+    def dispatch_waiting(
+        self, *, actor: str = "worker", correlation_id: str | None = None
+    ) -> list[tuple[QueueEntry, Outcome]]:
+        """Drain the queue while idle slots exist: each waiting entry, in order, takes the
+        least recently used idle slot of its platform. Slot and entry change together."""
+        dispatched = []
+        now = self.clock()
+        for row in self.waiting():
+            if row.timeout_at <= now:
+                continue  # expiry, not dispatch, ends this one
+            outcome = self._dispatch_one(row, actor, correlation_id or new_correlation_id())
+            if outcome is not None:
+                dispatched.append(outcome)
+        return dispatched
+
+    def _dispatch_one(
+        self, row: QueueRow, actor: str, cid: str
+    ) -> tuple[QueueEntry, Outcome] | None:
+        for _ in range(self.max_attempts):
+            candidates = self.index.idle_candidates(self.pool_name, row.platform, 1)
+            if not candidates:
+                return None
+            entry: QueueEntry = self.repository.get(row.entry_id)
+            slot = self.get_slot(candidates[0].slot_id)
+            try:
+                at = self.clock()
+                slot.acquire(entry.bot_id, at=at, actor=actor, correlation_id=cid)
+                entry.dispatch(slot.id, at=at, actor=actor, correlation_id=cid)
+                return entry, self._save(slot, entry)
+            except IllegalTransition:
+                if entry.status is not QueueStatus.WAITING:
+                    return None  # another dispatcher, expiry or cancel ended it
+            except IntegrityError:
+                pass
+        return None
+
     # --- internals ---------------------------------------------------------------------
+
+    def _refuse_if_queued(self, bot_id: str) -> None:
+        if self.index.waiting_entry_for_bot(check_bot_id(bot_id)) is not None:
+            raise BotAlreadyQueued(f"bot {bot_id!r} already waits in the queue")
 
     def _refuse_if_holding(self, bot_id: str) -> None:
         held = self.index.slot_for_bot(check_bot_id(bot_id))
@@ -354,7 +509,7 @@ class SlotLedger(Application[UUID]):
             correlation_id=correlation_id,
         )
 
-    def _save(self, slot: Slot, *others: Pool, bot_id: str | None = None) -> Outcome:
+    def _save(self, slot: Slot, *others: Pool | QueueEntry, bot_id: str | None = None) -> Outcome:
         try:
             recordings = self.save(slot, *others)
         except IntegrityError:

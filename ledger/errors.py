@@ -67,6 +67,10 @@ class BotAlreadyHoldsSlot(Conflict):
     code = "bot_already_holds_slot"
 
 
+class BotAlreadyQueued(Conflict):
+    code = "bot_already_queued"
+
+
 class WrongBot(Conflict):
     """A bot acted on a slot that another bot (or no bot) holds."""
 

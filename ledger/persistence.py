@@ -1,24 +1,26 @@
-"""Persistence layer: event recorders that keep an inline slot index in the same transaction.
+"""Persistence layer: event recorders that keep inline indexes in the same transaction.
 
 The library's application recorder writes the events; ours also upserts one row per saved
-slot into a small index (status, holder, last use) inside the same database transaction,
-the way Marten's inline projections do. The index is what ``acquire`` reads to pick a
-candidate, and its unique constraints are a safety net under the aggregates' optimistic
-concurrency: one holder per bot, one slot per name.
+slot and per saved queue entry into two small index tables, inside the same database
+transaction, the way Marten's inline projections do. The command side reads them to pick
+candidates (least recently used idle slot, next queued request), and their unique
+constraints are a safety net under the aggregates' optimistic concurrency: one slot per
+bot, one waiting entry per bot, one slot per name.
 
-One abstract base, one implementation per backend (``POPO``, ``SQLite``, ``Postgres``),
-private cursor-taking methods that compose inside the library's own transaction.
+One abstract base, one implementation per backend (``POPO``, ``SQLite``, ``Postgres``);
+the SQL is written once for both SQL backends and built once per recorder.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -37,23 +39,25 @@ from eventsourcing.sqlite import (
 )
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Identifier
 
-from ledger.domain import SlotStatus
+from ledger.domain import QueueStatus, SlotStatus
 
 __all__ = [
+    "INDEX_ROWS",
     "LedgerRecorder",
     "POPOLedgerFactory",
     "POPOLedgerRecorder",
     "PostgresLedgerFactory",
     "PostgresLedgerRecorder",
+    "QueueRow",
     "SQLiteLedgerFactory",
     "SQLiteLedgerRecorder",
     "SlotRow",
     "postgres_ddl_lock",
 ]
 
-SLOT_ROWS = "slot_rows"
+INDEX_ROWS = "index_rows"
 """Keyword under which the application passes index rows through ``save()``."""
 
 
@@ -74,23 +78,27 @@ class SlotRow:
     version: int
 
 
-_COLUMNS = (
-    "slot_id",
-    "pool",
-    "name",
-    "platform",
-    "coolify_uuid",
-    "status",
-    "bot_id",
-    "status_since",
-    "last_used",
-    "retired",
-    "version",
-)
+@dataclass(frozen=True)
+class QueueRow:
+    """A queue entry's current state as the inline index keeps it."""
+
+    entry_id: UUID
+    pool: str
+    bot_id: str
+    platform: str | None
+    priority: int
+    queued_at: datetime
+    timeout_at: datetime
+    status: QueueStatus
+    version: int
+
+
+IndexRow = SlotRow | QueueRow
+R = TypeVar("R", SlotRow, QueueRow)
 
 
 class LedgerRecorder(ApplicationRecorder, ABC):
-    """An application recorder that also answers the command side's slot queries."""
+    """An application recorder that also answers the command side's queries."""
 
     @abstractmethod
     def idle_candidates(self, pool: str, platform: str | None, limit: int) -> list[SlotRow]:
@@ -108,73 +116,109 @@ class LedgerRecorder(ApplicationRecorder, ABC):
     def slot_rows(self, pool: str, *, include_retired: bool = False) -> list[SlotRow]:
         """Every slot of a pool, by name."""
 
+    @abstractmethod
+    def waiting_entries(self, pool: str) -> list[QueueRow]:
+        """Waiting queue entries in dispatch order: priority (lower first), then FIFO."""
 
-def _rows(kwargs: Mapping[str, Any]) -> list[SlotRow]:
-    rows: Sequence[SlotRow] = kwargs.get(SLOT_ROWS, ())
-    return sorted(rows, key=lambda r: r.slot_id)  # a fixed lock order avoids deadlocks
+    @abstractmethod
+    def waiting_entry_for_bot(self, bot_id: str) -> QueueRow | None:
+        """The entry a bot waits in, if any."""
+
+
+def _rows(kwargs: Mapping[str, Any], kind: type[R]) -> list[R]:
+    rows: Sequence[IndexRow] = kwargs.get(INDEX_ROWS, ())
+    # A fixed order of row locks keeps concurrent writers from deadlocking.
+    return sorted((r for r in rows if isinstance(r, kind)), key=lambda r: str(_key(r)))
+
+
+def _key(row: IndexRow) -> UUID:
+    return row.slot_id if isinstance(row, SlotRow) else row.entry_id
+
+
+def _dispatch_order(row: QueueRow) -> tuple[int, datetime, str]:
+    return (row.priority, row.queued_at, row.bot_id)
+
+
+def _lru_order(row: SlotRow) -> tuple[bool, datetime, str]:
+    return (row.last_used is not None, row.last_used or row.status_since, row.name)
 
 
 class POPOLedgerRecorder(POPOApplicationRecorder, LedgerRecorder):
-    """In-memory recorder for unit tests; the index is a dict guarded by the store lock."""
+    """In-memory recorder for unit tests; the indexes are dicts under the store lock."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._index: dict[UUID, SlotRow] = {}
+        self._index: dict[UUID, IndexRow] = {}
 
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         with self._database_lock:
-            rows = _rows(kwargs)
-            self._assert_index_uniqueness(rows)
+            rows: list[IndexRow] = [*_rows(kwargs, SlotRow), *_rows(kwargs, QueueRow)]
+            for row in rows:
+                self._assert_unique(row)
             ids = super()._insert_events(stored_events, **kwargs)
             for row in rows:
-                current = self._index.get(row.slot_id)
+                current = self._index.get(_key(row))
                 if current is None or current.version < row.version:
-                    self._index[row.slot_id] = row
+                    self._index[_key(row)] = row
             return ids
 
-    def _assert_index_uniqueness(self, rows: Sequence[SlotRow]) -> None:
-        for row in rows:
-            for other in self._index.values():
-                if other.slot_id == row.slot_id:
-                    continue
+    def _assert_unique(self, row: IndexRow) -> None:
+        """The same unique constraints as the SQL tables."""
+        for other in self._index.values():
+            if type(other) is not type(row) or _key(other) == _key(row):
+                continue
+            if isinstance(row, SlotRow) and isinstance(other, SlotRow):
                 if row.bot_id is not None and other.bot_id == row.bot_id:
-                    msg = f"bot {row.bot_id} already holds slot {other.name}"
-                    raise IntegrityError(msg)
+                    raise IntegrityError(f"bot {row.bot_id} already holds slot {other.name}")
                 if (other.pool, other.name) == (row.pool, row.name):
-                    msg = f"slot name {row.name} already exists in pool {row.pool}"
-                    raise IntegrityError(msg)
+                    raise IntegrityError(f"slot name {row.name} exists in pool {row.pool}")
+            if (
+                isinstance(row, QueueRow)
+                and isinstance(other, QueueRow)
+                and row.status is other.status is QueueStatus.WAITING
+                and row.bot_id == other.bot_id
+            ):
+                raise IntegrityError(f"bot {row.bot_id} already waits in the queue")
+
+    def _select(self, kind: type[R], keep: Callable[[R], bool]) -> list[R]:
+        with self._database_lock:
+            return [r for r in self._index.values() if isinstance(r, kind) and keep(r)]
 
     def idle_candidates(self, pool: str, platform: str | None, limit: int) -> list[SlotRow]:
-        with self._database_lock:
-            idle = [
-                r
-                for r in self._index.values()
-                if r.pool == pool
+        idle = self._select(
+            SlotRow,
+            lambda r: (
+                r.pool == pool
                 and r.status is SlotStatus.IDLE
                 and not r.retired
                 and platform in (None, r.platform)
-            ]
-        idle.sort(key=lambda r: (r.last_used is not None, r.last_used or r.status_since, r.name))
-        return idle[:limit]
+            ),
+        )
+        return sorted(idle, key=_lru_order)[:limit]
 
     def slot_for_bot(self, bot_id: str) -> SlotRow | None:
-        with self._database_lock:
-            return next((r for r in self._index.values() if r.bot_id == bot_id), None)
+        return next(iter(self._select(SlotRow, lambda r: r.bot_id == bot_id)), None)
 
     def slot_row(self, slot_id: UUID) -> SlotRow | None:
-        with self._database_lock:
-            return self._index.get(slot_id)
+        return next(iter(self._select(SlotRow, lambda r: r.slot_id == slot_id)), None)
 
     def slot_rows(self, pool: str, *, include_retired: bool = False) -> list[SlotRow]:
-        with self._database_lock:
-            rows = [
-                r
-                for r in self._index.values()
-                if r.pool == pool and (include_retired or not r.retired)
-            ]
+        rows = self._select(
+            SlotRow, lambda r: r.pool == pool and (include_retired or not r.retired)
+        )
         return sorted(rows, key=lambda r: r.name)
+
+    def waiting_entries(self, pool: str) -> list[QueueRow]:
+        rows = self._select(QueueRow, lambda r: r.pool == pool and r.status is QueueStatus.WAITING)
+        return sorted(rows, key=_dispatch_order)
+
+    def waiting_entry_for_bot(self, bot_id: str) -> QueueRow | None:
+        rows = self._select(
+            QueueRow, lambda r: r.bot_id == bot_id and r.status is QueueStatus.WAITING
+        )
+        return next(iter(rows), None)
 
 
 class POPOLedgerFactory(POPOFactory):
@@ -185,93 +229,177 @@ class POPOLedgerFactory(POPOFactory):
         return POPOLedgerRecorder()
 
 
-class SQLiteLedgerRecorder(SQLiteApplicationRecorder, LedgerRecorder):
-    """SQLite recorder: the index lives in table ``slot_index`` of the ledger's file."""
+# --- SQL backends ----------------------------------------------------------------------
+
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS {slots} ("
+    "slot_id {uuid} PRIMARY KEY, pool TEXT NOT NULL, name TEXT NOT NULL, "
+    "platform TEXT NOT NULL, coolify_uuid TEXT, status TEXT NOT NULL, bot_id TEXT UNIQUE, "
+    "status_since {ts} NOT NULL, last_used {ts}, retired {bool} NOT NULL, "
+    "version BIGINT NOT NULL, UNIQUE (pool, name))",
+    "CREATE INDEX IF NOT EXISTS {slots_idle} ON {slots} (pool, last_used) WHERE status = 'idle'",
+    "CREATE TABLE IF NOT EXISTS {queue} ("
+    "entry_id {uuid} PRIMARY KEY, pool TEXT NOT NULL, bot_id TEXT NOT NULL, platform TEXT, "
+    "priority INTEGER NOT NULL, queued_at {ts} NOT NULL, timeout_at {ts} NOT NULL, "
+    "status TEXT NOT NULL, version BIGINT NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS {queue_bot} ON {queue} (bot_id) WHERE status = 'waiting'",
+    "CREATE INDEX IF NOT EXISTS {queue_order} ON {queue} (pool, priority, queued_at) "
+    "WHERE status = 'waiting'",
+)
+
+
+def _upsert_sql(table: str, row_type: type[IndexRow]) -> str:
+    """An upsert that never moves a row back to an older version."""
+    columns = [f.name for f in fields(row_type)]
+    return (
+        f"INSERT INTO {{{table}}} AS t ({','.join(columns)}) "
+        f"VALUES ({','.join('%s' for _ in columns)}) "
+        f"ON CONFLICT ({columns[0]}) DO UPDATE SET "
+        + ",".join(f"{c}=EXCLUDED.{c}" for c in columns[1:])
+        + " WHERE t.version < EXCLUDED.version"
+    )
+
+
+def _select_sql(table: str, row_type: type[IndexRow], where: str) -> str:
+    columns = ",".join(f.name for f in fields(row_type))
+    return f"SELECT {columns} FROM {{{table}}} WHERE {where}"
+
+
+_SQL: dict[str, str] = {
+    "upsert_slot": _upsert_sql("slots", SlotRow),
+    "upsert_queue": _upsert_sql("queue", QueueRow),
+    "idle": _select_sql(
+        "slots",
+        SlotRow,
+        "pool=%s AND status='idle' AND NOT retired AND %s IN (platform, '') "
+        "ORDER BY last_used NULLS FIRST, status_since, name LIMIT %s",
+    ),
+    "slot_by_bot": _select_sql("slots", SlotRow, "bot_id=%s"),
+    "slot_by_id": _select_sql("slots", SlotRow, "slot_id=%s"),
+    "slots_of_pool": _select_sql("slots", SlotRow, "pool=%s AND (%s OR NOT retired) ORDER BY name"),
+    "waiting": _select_sql(
+        "queue", QueueRow, "pool=%s AND status='waiting' ORDER BY priority, queued_at, bot_id"
+    ),
+    "waiting_by_bot": _select_sql("queue", QueueRow, "bot_id=%s AND status='waiting'"),
+}
+
+
+class _SQLIndexes(LedgerRecorder, ABC):
+    """The index queries, written once; backends bind tables and convert values."""
+
+    @abstractmethod
+    def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
+        """Run one prepared query and return its rows."""
+
+    @abstractmethod
+    def _to_db(self, value: Any) -> Any:
+        """A Python value as the backend stores it."""
+
+    @abstractmethod
+    def _from_db(self, row: Mapping[str, Any], row_type: type[R]) -> R:
+        """A row as the dataclass the command side reads."""
+
+    def _params(self, row: IndexRow) -> tuple[Any, ...]:
+        return tuple(self._to_db(getattr(row, f.name)) for f in fields(row))
+
+    def _query(self, query: str, row_type: type[R], *params: Any) -> list[R]:
+        return [
+            self._from_db(r, row_type) for r in self._fetch(query, [self._to_db(p) for p in params])
+        ]
+
+    def _index_writes(self, kwargs: Mapping[str, Any]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        for slot in _rows(kwargs, SlotRow):
+            yield "upsert_slot", self._params(slot)
+        for entry in _rows(kwargs, QueueRow):
+            yield "upsert_queue", self._params(entry)
+
+    def idle_candidates(self, pool: str, platform: str | None, limit: int) -> list[SlotRow]:
+        return self._query("idle", SlotRow, pool, platform or "", limit)
+
+    def slot_for_bot(self, bot_id: str) -> SlotRow | None:
+        return next(iter(self._query("slot_by_bot", SlotRow, bot_id)), None)
+
+    def slot_row(self, slot_id: UUID) -> SlotRow | None:
+        return next(iter(self._query("slot_by_id", SlotRow, slot_id)), None)
+
+    def slot_rows(self, pool: str, *, include_retired: bool = False) -> list[SlotRow]:
+        return self._query("slots_of_pool", SlotRow, pool, include_retired)
+
+    def waiting_entries(self, pool: str) -> list[QueueRow]:
+        return self._query("waiting", QueueRow, pool)
+
+    def waiting_entry_for_bot(self, bot_id: str) -> QueueRow | None:
+        return next(iter(self._query("waiting_by_bot", QueueRow, bot_id)), None)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "slot_id": UUID,
+    "entry_id": UUID,
+    "status_since": datetime.fromisoformat,
+    "last_used": datetime.fromisoformat,
+    "queued_at": datetime.fromisoformat,
+    "timeout_at": datetime.fromisoformat,
+    "retired": bool,
+}
+
+
+def _enum_fields(row_type: type[IndexRow]) -> Mapping[str, Callable[[Any], Any]]:
+    return {"status": SlotStatus if row_type is SlotRow else QueueStatus}
+
+
+class SQLiteLedgerRecorder(SQLiteApplicationRecorder, _SQLIndexes):
+    """SQLite recorder: the indexes are tables ``slot_index`` and ``queue_index`` in the
+    ledger's own file (the library's SQLite table names are fixed per file)."""
+
+    _TABLES: Mapping[str, str] = {
+        "slots": "slot_index",
+        "slots_idle": "slot_index_idle",
+        "queue": "queue_index",
+        "queue_bot": "queue_index_bot",
+        "queue_order": "queue_index_order",
+    }
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
-        placeholders = ",".join("?" for _ in _COLUMNS)
-        updates = ",".join(f"{c}=excluded.{c}" for c in _COLUMNS[1:])
-        self._upsert = (
-            f"INSERT INTO slot_index ({','.join(_COLUMNS)}) VALUES ({placeholders}) "
-            f"ON CONFLICT (slot_id) DO UPDATE SET {updates} "
-            "WHERE slot_index.version < excluded.version"
-        )
-        select = f"SELECT {','.join(_COLUMNS)} FROM slot_index "
-        self._select_idle = (
-            select + "WHERE pool=? AND status='idle' AND NOT retired AND ? IN (platform, '') "
-            "ORDER BY last_used IS NOT NULL, last_used, status_since, name LIMIT ?"
-        )
-        self._select_by_bot = select + "WHERE bot_id=?"
-        self._select_by_id = select + "WHERE slot_id=?"
-        self._select_pool = select + "WHERE pool=? AND (? OR NOT retired) ORDER BY name"
+        self._sql = {k: q.format(**self._TABLES).replace("%s", "?") for k, q in _SQL.items()}
 
     def construct_create_table_statements(self) -> list[str]:
+        types = {"uuid": "TEXT", "ts": "TEXT", "bool": "INTEGER"}
         return [
             *super().construct_create_table_statements(),
-            "CREATE TABLE IF NOT EXISTS slot_index ("
-            "slot_id TEXT PRIMARY KEY, pool TEXT NOT NULL, name TEXT NOT NULL, "
-            "platform TEXT NOT NULL, coolify_uuid TEXT, status TEXT NOT NULL, "
-            "bot_id TEXT UNIQUE, status_since TEXT NOT NULL, last_used TEXT, "
-            "retired INTEGER NOT NULL, version INTEGER NOT NULL, UNIQUE (pool, name))",
-            "CREATE INDEX IF NOT EXISTS slot_index_idle ON slot_index (pool, status, last_used)",
+            *(ddl.format(**self._TABLES, **types) for ddl in _DDL),
         ]
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
-        for row in _rows(kwargs):
-            c.execute(
-                self._upsert,
-                (
-                    row.slot_id.hex,
-                    row.pool,
-                    row.name,
-                    row.platform,
-                    row.coolify_uuid,
-                    row.status.value,
-                    row.bot_id,
-                    row.status_since.isoformat(),
-                    row.last_used.isoformat() if row.last_used else None,
-                    int(row.retired),
-                    row.version,
-                ),
-            )
+        for query, params in self._index_writes(kwargs):
+            c.execute(self._sql[query], params)
         return ids
 
-    def _select(self, statement: str, params: Sequence[Any]) -> list[SlotRow]:
+    def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(statement, params)
-            return [self._from_sqlite(r) for r in c.fetchall()]
+            c.execute(self._sql[query], params)
+            rows: list[sqlite3.Row] = c.fetchall()
+            return [dict(r) for r in rows]
 
-    @staticmethod
-    def _from_sqlite(r: sqlite3.Row) -> SlotRow:
-        return SlotRow(
-            slot_id=UUID(r["slot_id"]),
-            pool=r["pool"],
-            name=r["name"],
-            platform=r["platform"],
-            coolify_uuid=r["coolify_uuid"],
-            status=SlotStatus(r["status"]),
-            bot_id=r["bot_id"],
-            status_since=datetime.fromisoformat(r["status_since"]),
-            last_used=datetime.fromisoformat(r["last_used"]) if r["last_used"] else None,
-            retired=bool(r["retired"]),
-            version=r["version"],
+    def _to_db(self, value: Any) -> Any:
+        if isinstance(value, UUID):
+            return value.hex
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, StrEnum):
+            return value.value
+        if isinstance(value, bool):
+            return int(value)
+        return value
+
+    def _from_db(self, row: Mapping[str, Any], row_type: type[R]) -> R:
+        parsers = {**_PARSERS, **_enum_fields(row_type)}
+        return row_type(
+            **{k: (parsers[k](v) if k in parsers and v is not None else v) for k, v in row.items()}
         )
-
-    def idle_candidates(self, pool: str, platform: str | None, limit: int) -> list[SlotRow]:
-        return self._select(self._select_idle, (pool, platform or "", limit))
-
-    def slot_for_bot(self, bot_id: str) -> SlotRow | None:
-        return next(iter(self._select(self._select_by_bot, (bot_id,))), None)
-
-    def slot_row(self, slot_id: UUID) -> SlotRow | None:
-        return next(iter(self._select(self._select_by_id, (slot_id.hex,))), None)
-
-    def slot_rows(self, pool: str, *, include_retired: bool = False) -> list[SlotRow]:
-        return self._select(self._select_pool, (pool, int(include_retired)))
 
 
 DDL_LOCK_KEY = 0x51071ED6E4
@@ -290,98 +418,45 @@ def postgres_ddl_lock(datastore: PostgresDatastore) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
 
 
-class PostgresLedgerRecorder(PostgresApplicationRecorder, LedgerRecorder):
-    """PostgreSQL recorder: the index is ``<app>_slot_index`` beside ``<app>_events``."""
+class PostgresLedgerRecorder(PostgresApplicationRecorder, _SQLIndexes):
+    """PostgreSQL recorder: the indexes are ``<app>_slot_index`` and ``<app>_queue_index``
+    beside ``<app>_events``, in the same schema."""
 
     def __init__(
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        self.index_table_name = events_table_name.removesuffix("_events") + "_slot_index"
-        schema, table = Identifier(datastore.schema), Identifier(self.index_table_name)
-        self.sql_create_statements.extend(
-            [
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.{} ("
-                    "slot_id uuid PRIMARY KEY, pool text NOT NULL, name text NOT NULL, "
-                    "platform text NOT NULL, coolify_uuid text, "
-                    "status text NOT NULL, bot_id text UNIQUE, "
-                    "status_since timestamptz NOT NULL, last_used timestamptz, "
-                    "retired boolean NOT NULL, version bigint NOT NULL, UNIQUE (pool, name))"
-                ).format(schema, table),
-                SQL(
-                    "CREATE INDEX IF NOT EXISTS {} ON {}.{} (pool, last_used NULLS FIRST) "
-                    "WHERE status = 'idle' AND NOT retired"
-                ).format(Identifier(self.index_table_name + "_idle"), schema, table),
-            ]
-        )
-        columns = SQL(",").join(Identifier(c) for c in _COLUMNS)
-        self._upsert = SQL(
-            "INSERT INTO {}.{} AS t ({}) VALUES ({}) ON CONFLICT (slot_id) DO UPDATE SET {} "
-            "WHERE t.version < EXCLUDED.version"
-        ).format(
-            schema,
-            table,
-            columns,
-            SQL(",").join(SQL("%s") for _ in _COLUMNS),
-            SQL(",").join(SQL("{0}=EXCLUDED.{0}").format(Identifier(c)) for c in _COLUMNS[1:]),
-        )
-        select = SQL("SELECT {} FROM {}.{} ").format(columns, schema, table)
-        self._select_idle: Composed = select + SQL(
-            "WHERE pool=%s AND status='idle' AND NOT retired AND %s IN (platform, '') "
-            "ORDER BY last_used NULLS FIRST, status_since, name LIMIT %s"
-        )
-        self._select_by_bot: Composed = select + SQL("WHERE bot_id=%s")
-        self._select_by_id: Composed = select + SQL("WHERE slot_id=%s")
-        self._select_pool: Composed = select + SQL(
-            "WHERE pool=%s AND (%s OR NOT retired) ORDER BY name"
-        )
+        prefix = events_table_name.removesuffix("_events")
+        schema = datastore.schema
+        names = {
+            "slots": Identifier(schema, f"{prefix}_slot_index"),
+            "slots_idle": Identifier(f"{prefix}_slot_index_idle"),
+            "queue": Identifier(schema, f"{prefix}_queue_index"),
+            "queue_bot": Identifier(f"{prefix}_queue_index_bot"),
+            "queue_order": Identifier(f"{prefix}_queue_index_order"),
+        }
+        types = {"uuid": SQL("uuid"), "ts": SQL("timestamptz"), "bool": SQL("boolean")}
+        self.sql_create_statements.extend(SQL(ddl).format(**names, **types) for ddl in _DDL)
+        self._sql = {k: SQL(q).format(**names) for k, q in _SQL.items()}
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
-        for row in _rows(kwargs):
-            curs.execute(
-                self._upsert,
-                (
-                    row.slot_id,
-                    row.pool,
-                    row.name,
-                    row.platform,
-                    row.coolify_uuid,
-                    row.status.value,
-                    row.bot_id,
-                    row.status_since,
-                    row.last_used,
-                    row.retired,
-                    row.version,
-                ),
-                prepare=True,
-            )
+        for query, params in self._index_writes(kwargs):
+            curs.execute(self._sql[query], params, prepare=True)
 
-    def _select(self, statement: Composed, params: Sequence[Any]) -> list[SlotRow]:
+    def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, params, prepare=True)
-            return [
-                replace(
-                    SlotRow(**{c: r[c] for c in _COLUMNS}),
-                    status=SlotStatus(r["status"]),
-                )
-                for r in curs.fetchall()
-            ]
+            curs.execute(self._sql[query], params, prepare=True)
+            return list(curs.fetchall())
 
-    def idle_candidates(self, pool: str, platform: str | None, limit: int) -> list[SlotRow]:
-        return self._select(self._select_idle, (pool, platform or "", limit))
+    def _to_db(self, value: Any) -> Any:
+        return value.value if isinstance(value, StrEnum) else value
 
-    def slot_for_bot(self, bot_id: str) -> SlotRow | None:
-        return next(iter(self._select(self._select_by_bot, (bot_id,))), None)
-
-    def slot_row(self, slot_id: UUID) -> SlotRow | None:
-        return next(iter(self._select(self._select_by_id, (slot_id,))), None)
-
-    def slot_rows(self, pool: str, *, include_retired: bool = False) -> list[SlotRow]:
-        return self._select(self._select_pool, (pool, include_retired))
+    def _from_db(self, row: Mapping[str, Any], row_type: type[R]) -> R:
+        enums = _enum_fields(row_type)
+        return row_type(**{k: enums[k](v) if k in enums else v for k, v in row.items()})
 
 
 class SQLiteLedgerFactory(SQLiteFactory):

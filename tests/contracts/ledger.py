@@ -13,10 +13,11 @@ from uuid import uuid4
 import pytest
 
 from ledger.application import SlotLedger
-from ledger.domain import SlotStatus
+from ledger.domain import QueueStatus, SlotStatus
 from ledger.errors import (
     BadInput,
     BotAlreadyHoldsSlot,
+    BotAlreadyQueued,
     BotNotFound,
     IllegalTransition,
     NoIdleSlot,
@@ -224,3 +225,51 @@ class LedgerContract:
         report = check_events(iter_log(ledger))
         assert report.ok, report.violations
         assert report.acquisitions == 10
+
+    def test_queue_dispatches_by_priority_then_fifo_and_drains(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        clock = FakeClock()
+        ledger = make_ledger(clock=clock, max_pool_size=3)
+        for i in range(3):
+            ledger.provision("meet", acquire_for=f"holder-{i}")
+        for bot, priority in (("q-low", 5), ("q-first", 0), ("q-second", 0), ("q-urgent", -1)):
+            clock.advance(1)
+            ledger.enqueue(bot, priority=priority)
+        assert [r.bot_id for r in ledger.waiting()] == ["q-urgent", "q-first", "q-second", "q-low"]
+        assert ledger.queue_position("q-second") == 3
+        assert ledger.dispatch_waiting() == []  # nothing idle yet
+        ledger.release("holder-0")
+        ledger.release("holder-1")
+        dispatched = ledger.dispatch_waiting()
+        assert [entry.bot_id for entry, _ in dispatched] == ["q-urgent", "q-first"]
+        assert all(o.slot.bot_id == e.bot_id for e, o in dispatched)
+        assert [r.bot_id for r in ledger.waiting()] == ["q-second", "q-low"]
+        assert ledger.slot_of_bot("q-urgent").status is SlotStatus.DEPLOYING
+
+    def test_queue_refuses_duplicates_and_cancels_and_expires(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        clock = FakeClock()
+        ledger = make_ledger(clock=clock, max_pool_size=1)
+        ledger.provision("meet", acquire_for="holder")
+        with pytest.raises(BotAlreadyHoldsSlot):
+            ledger.enqueue("holder")
+        ledger.enqueue("b1", timeout_s=60)
+        ledger.enqueue("b2", timeout_s=300)
+        with pytest.raises(BotAlreadyQueued):
+            ledger.enqueue("b1")
+        with pytest.raises(BadInput, match="timeout"):
+            ledger.enqueue("b3", timeout_s=3600)
+        cancelled = ledger.cancel_queued("b2", "user left")
+        assert cancelled.status is QueueStatus.CANCELLED
+        with pytest.raises(BotNotFound):
+            ledger.cancel_queued("b2")
+        clock.advance(61)
+        expired = ledger.expire_due()
+        assert [(e.bot_id, e.status) for e in expired] == [("b1", QueueStatus.EXPIRED)]
+        assert "61s" in (expired[0].reason or "")
+        assert ledger.waiting() == []
+        types = event_types(ledger)
+        assert types.count("QueueEntryEnqueued") == 2
+        assert {"QueueEntryCancelled", "QueueEntryExpired"} <= set(types)
