@@ -29,6 +29,7 @@ from ledger.errors import (
     IllegalTransition,
     NoIdleSlot,
     SlotNotFound,
+    WrongBot,
 )
 from ledger.persistence import INDEX_ROWS, IndexRow, LedgerRecorder, QueueRow, SlotRow
 
@@ -283,6 +284,40 @@ class SlotLedger(Application[UUID]):
             row.slot_id,
             lambda s: s.release(bot_id, at=self.clock(), actor=actor, correlation_id=cid),
         )
+
+    def heartbeat(
+        self,
+        slot_id: UUID,
+        bot_id: str,
+        *,
+        actor: str = "api",
+        correlation_id: str | None = None,
+    ) -> Outcome | None:
+        """Apply a bot's heartbeat: a ``deploying`` slot whose bot reports in is started.
+        A heartbeat from a bot that does not hold the slot is recorded on the slot as
+        ``SlotHeartbeatRefused`` and then refused with :class:`WrongBot`."""
+        cid = correlation_id or new_correlation_id()
+        check_bot_id(bot_id)
+        for _ in range(self.max_attempts):
+            slot = self.get_slot(slot_id)
+            at = self.clock()
+            try:
+                if not slot.heartbeat(bot_id, at=at, actor=actor, correlation_id=cid):
+                    return None
+                return self._save(slot)
+            except WrongBot as refused:
+                if not slot.retired:
+                    slot.refuse_heartbeat(
+                        bot_id, refused.detail, at=at, actor=actor, correlation_id=cid
+                    )
+                    try:
+                        self._save(slot)
+                    except IntegrityError:
+                        continue
+                raise
+            except IntegrityError:
+                continue
+        raise ConcurrencyExhausted(f"heartbeat for slot {slot_id} lost too many races")
 
     def fail(
         self,

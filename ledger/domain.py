@@ -78,6 +78,7 @@ TRANSITIONS: Mapping[str, Transition] = {
         Transition("SlotRecoveryFailed", frozenset({SlotStatus.ERROR}), None),
         Transition("SlotRecovered", frozenset({SlotStatus.ERROR}), SlotStatus.IDLE),
         Transition("SlotAppCreated", ALL_STATUSES, None),
+        Transition("SlotHeartbeatRefused", ALL_STATUSES, None),
         Transition(
             "SlotRetired", frozenset({SlotStatus.IDLE, SlotStatus.ERROR}), None, retires=True
         ),
@@ -206,6 +207,12 @@ class Slot(Aggregate):
 
         def apply_fields(self, slot: Slot) -> None:
             slot.coolify_uuid = self.coolify_uuid
+
+    class SlotHeartbeatRefused(SlotEvent):
+        """A heartbeat from a bot that does not hold the slot: kept as evidence, never
+        applied (the origin system's post-release confusion had no such trail)."""
+
+        reason: str
 
     class SlotRetired(SlotEvent):
         reason: str
@@ -342,6 +349,27 @@ class Slot(Aggregate):
             self.bot_id,
             previous_uuid=self.coolify_uuid,
             coolify_uuid=coolify_uuid,
+        )
+
+    def heartbeat(self, bot_id: str, *, at: datetime, actor: str, correlation_id: str) -> bool:
+        """A heartbeat from the holder proves its container runs: while ``deploying`` it
+        starts the slot (True); while ``busy`` it changes nothing. Anyone else is refused."""
+        self._check_holder(bot_id)
+        if self.status is SlotStatus.DEPLOYING:
+            self.mark_started(at=at, actor=actor, correlation_id=correlation_id)
+            return True
+        return False
+
+    def refuse_heartbeat(
+        self, bot_id: str, reason: str, *, at: datetime, actor: str, correlation_id: str
+    ) -> None:
+        self._emit(
+            self.SlotHeartbeatRefused,
+            at,
+            actor,
+            correlation_id,
+            check_bot_id(bot_id),
+            reason=_check_reason(reason),
         )
 
     def retire(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:

@@ -273,3 +273,21 @@ class LedgerContract:
         types = event_types(ledger)
         assert types.count("QueueEntryEnqueued") == 2
         assert {"QueueEntryCancelled", "QueueEntryExpired"} <= set(types)
+
+    def test_heartbeats_start_deploying_slots_and_refusals_are_recorded(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger()
+        slot_id = ledger.provision("meet").slot.id
+        ledger.acquire("b1")
+        started = ledger.heartbeat(slot_id, "b1")
+        assert started is not None and started.slot.status is SlotStatus.BUSY
+        assert ledger.heartbeat(slot_id, "b1") is None
+        with pytest.raises(WrongBot):
+            ledger.heartbeat(slot_id, "intruder")
+        with pytest.raises(SlotNotFound):
+            ledger.heartbeat(uuid4(), "b1")
+        refused = [e for _, e in iter_log(ledger) if type(e).__name__ == "SlotHeartbeatRefused"]
+        assert [(e.bot_id, ledger.get_slot(slot_id).status) for e in refused] == [
+            ("intruder", SlotStatus.BUSY)
+        ]

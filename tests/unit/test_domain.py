@@ -54,6 +54,7 @@ COMMANDS: dict[str, Callable[[Slot], None]] = {
     "SlotRecoveryFailed": lambda s: s.recovery_failed("stop failed", **META),
     "SlotRecovered": lambda s: s.recover(**META),
     "SlotAppCreated": lambda s: s.app_created("app-2", **META),
+    "SlotHeartbeatRefused": lambda s: s.refuse_heartbeat("bot-9", "not the holder", **META),
     "SlotRetired": lambda s: s.retire("worn out", **META),
 }
 
@@ -211,3 +212,12 @@ def test_a_v1_slot_failed_event_is_upcast_on_load() -> None:
     assert [(e.reason_code, e.reason) for e in failed] == [
         ("unspecified", "written by slotledger 0.0")
     ]
+
+
+def test_heartbeat_starts_a_deploying_slot_and_refuses_strangers() -> None:
+    slot = slot_in(SlotStatus.DEPLOYING)
+    assert slot.heartbeat("bot-1", **META) is True
+    assert slot.status is SlotStatus.BUSY
+    assert slot.heartbeat("bot-1", **META) is False
+    with pytest.raises(WrongBot):
+        slot.heartbeat("bot-2", **META)
