@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.errors import ConfigurationError
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     """All settings; environment variables are ``LEDGER_<NAME>`` (README lists them)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LEDGER_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="LEDGER_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
     )
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -137,7 +137,37 @@ class Settings(BaseSettings):
     postgres_max_overflow: Annotated[int, Field(ge=0, le=100)] = 8
     coolify_url: str = "http://127.0.0.1:8765/api/v1"
     coolify_token: SecretStr = SecretStr("")
+    coolify_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    coolify_project_uuid: str = ""
+    coolify_server_uuid: str = ""
+    coolify_environment_name: str = "production"
+    slot_image: str = "ghcr.io/example/meeting-bot"
+    slot_image_tag: str = "latest"
+    max_concurrent_deployments: Annotated[int, Field(ge=1, le=100)] = 4
     api_token: SecretStr = SecretStr("")
+    deploying_timeout_s: Annotated[
+        float,
+        Field(
+            ge=10,
+            le=86_400,
+            validation_alias=AliasChoices("LEDGER_DEPLOYING_TIMEOUT", "DEPLOYING_TIMEOUT"),
+        ),
+    ] = 300.0
+    recovery_interval_s: Annotated[
+        float,
+        Field(
+            ge=1,
+            le=86_400,
+            validation_alias=AliasChoices("LEDGER_RECOVERY_INTERVAL", "RECOVERY_INTERVAL"),
+        ),
+    ] = 300.0
+    recovery_max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    retire_mode: Annotated[
+        Literal["delete", "quarantine"],
+        Field(validation_alias=AliasChoices("LEDGER_RETIRE_MODE", "RETIRE_MODE")),
+    ] = "delete"
+    policy_tick_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    queue_timeout_s: Annotated[float, Field(gt=0, le=600)] = 300.0
 
     @field_validator("database_url")
     @classmethod
@@ -155,8 +185,11 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as e:
-        problems = "; ".join(
-            f"LEDGER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in e.errors()
-        )
+        problems = "; ".join(f"{_variable(err['loc'])}: {err['msg']}" for err in e.errors())
         raise ConfigurationError(f"bad configuration: {problems}") from None
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a validation error's location."""
+    name = "_".join(str(p) for p in loc).upper()
+    return name if name.startswith("LEDGER_") else f"LEDGER_{name}"

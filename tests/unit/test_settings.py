@@ -65,3 +65,28 @@ def test_tokens_are_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.coolify_token.get_secret_value() == "tok-abc"
     assert "tok-abc" not in repr(settings) and "api-xyz" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DEPLOYING_TIMEOUT", "-5"),
+        ("LEDGER_DEPLOYING_TIMEOUT", "100000000"),
+        ("RECOVERY_INTERVAL", "0"),
+        ("RETIRE_MODE", "shred"),
+        ("LEDGER_MAX_CONCURRENT_DEPLOYMENTS", "0"),
+    ],
+)
+def test_absurd_policy_settings_are_rejected_at_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match="bad configuration"):
+        load_settings()
+
+
+def test_policy_settings_accept_the_issue_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYING_TIMEOUT", "900")
+    monkeypatch.setenv("RETIRE_MODE", "quarantine")
+    settings = load_settings()
+    assert (settings.deploying_timeout_s, settings.retire_mode) == (900.0, "quarantine")
