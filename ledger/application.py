@@ -255,23 +255,34 @@ class SlotLedger(Application[UUID]):
         slot_id: UUID,
         deployment_uuid: str | None,
         *,
+        lease: int | None = None,
         actor: str = "worker",
         correlation_id: str | None = None,
     ) -> Outcome:
+        """Record the Coolify deployment started for the slot's lease (``lease`` fences
+        out a worker still acting for an earlier one)."""
         cid = correlation_id or new_correlation_id()
         return self._update(
             slot_id,
             lambda s: s.mark_deploying(
                 deployment_uuid, at=self.clock(), actor=actor, correlation_id=cid
             ),
+            lease,
         )
 
     def mark_started(
-        self, slot_id: UUID, *, actor: str = "worker", correlation_id: str | None = None
+        self,
+        slot_id: UUID,
+        *,
+        lease: int | None = None,
+        actor: str = "worker",
+        correlation_id: str | None = None,
     ) -> Outcome:
         cid = correlation_id or new_correlation_id()
         return self._update(
-            slot_id, lambda s: s.mark_started(at=self.clock(), actor=actor, correlation_id=cid)
+            slot_id,
+            lambda s: s.mark_started(at=self.clock(), actor=actor, correlation_id=cid),
+            lease,
         )
 
     def release(
@@ -325,6 +336,7 @@ class SlotLedger(Application[UUID]):
         reason: str,
         *,
         reason_code: str = "unspecified",
+        lease: int | None = None,
         actor: str = "worker",
         correlation_id: str | None = None,
     ) -> Outcome:
@@ -334,6 +346,7 @@ class SlotLedger(Application[UUID]):
             lambda s: s.fail(
                 reason, reason_code=reason_code, at=self.clock(), actor=actor, correlation_id=cid
             ),
+            lease,
         )
 
     def recovery_failed(
@@ -554,9 +567,12 @@ class SlotLedger(Application[UUID]):
             raise
         return Outcome(slot=slot, position=recordings[-1].notification.id)
 
-    def _update(self, slot_id: UUID, decide: Callable[[Slot], None]) -> Outcome:
+    def _update(
+        self, slot_id: UUID, decide: Callable[[Slot], None], lease: int | None = None
+    ) -> Outcome:
         def attempt() -> Outcome:
             slot = self.get_slot(slot_id)
+            slot.check_lease(lease)
             decide(slot)
             return self._save(slot)
 

@@ -24,7 +24,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from ledger.errors import BadInput, IllegalTransition, PoolFull, WrongBot
+from ledger.errors import BadInput, IllegalTransition, PoolFull, StaleLease, WrongBot
 
 __all__ = [
     "ACTOR_PATTERN",
@@ -295,6 +295,13 @@ class Slot(Aggregate):
             self.bot_id,
             deployment_uuid=deployment_uuid,
         )
+
+    def check_lease(self, lease: int | None) -> None:
+        """Fencing: work done for an earlier lease of this slot (a deploy that outlived
+        its bot's release) must not change the current lease."""
+        if lease is not None and lease != self.lease:
+            msg = f"slot {self.name} is on lease {self.lease}, not {lease}: the request is stale"
+            raise StaleLease(msg)
 
     def mark_started(self, *, at: datetime, actor: str, correlation_id: str) -> None:
         self._emit(self.SlotStarted, at, actor, correlation_id, self.bot_id)

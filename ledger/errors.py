@@ -71,6 +71,12 @@ class BotAlreadyQueued(Conflict):
     code = "bot_already_queued"
 
 
+class StaleLease(Conflict):
+    """A command carried an earlier lease number of the slot (fencing token)."""
+
+    code = "stale_lease"
+
+
 class WrongBot(Conflict):
     """A bot acted on a slot that another bot (or no bot) holds."""
 

@@ -23,6 +23,7 @@ from ledger.errors import (
     NoIdleSlot,
     PoolFull,
     SlotNotFound,
+    StaleLease,
     WrongBot,
 )
 from ledger.invariants import check_events, iter_log
@@ -291,3 +292,16 @@ class LedgerContract:
         assert [(e.bot_id, ledger.get_slot(slot_id).status) for e in refused] == [
             ("intruder", SlotStatus.BUSY)
         ]
+
+    def test_stale_lease_is_fenced_out(self, make_ledger: MakeLedger) -> None:
+        ledger = make_ledger()
+        slot_id = ledger.provision("meet").slot.id
+        first = ledger.acquire("b1").slot.lease
+        ledger.release("b1")
+        second = ledger.acquire("b2").slot.lease
+        assert second == first + 1
+        with pytest.raises(StaleLease, match="stale"):
+            ledger.mark_started(slot_id, lease=first)
+        with pytest.raises(StaleLease):
+            ledger.fail(slot_id, "late failure of the old deploy", lease=first)
+        assert ledger.mark_started(slot_id, lease=second).slot.status is SlotStatus.BUSY
