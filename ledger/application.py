@@ -415,6 +415,7 @@ class SlotLedger(Application[UUID]):
         platform: str | None = None,
         priority: int = 0,
         timeout_s: float = QueueEntry.DEFAULT_TIMEOUT_S,
+        config: dict[str, str] | None = None,
         actor: str = "api",
         correlation_id: str | None = None,
     ) -> QueueEntry:
@@ -427,6 +428,7 @@ class SlotLedger(Application[UUID]):
             platform=platform,
             priority=priority,
             timeout_s=timeout_s,
+            config=config or {},
             at=self.clock(),
             actor=actor,
             correlation_id=correlation_id or new_correlation_id(),

@@ -37,6 +37,7 @@ __all__ = [
     "Transition",
     "check_actor",
     "check_bot_id",
+    "check_config",
     "check_platform",
     "pool_id",
 ]
@@ -112,6 +113,22 @@ def check_platform(platform: str) -> str:
         msg = f"platform {platform!r} must be 1-40 lowercase letters, digits or dashes"
         raise BadInput(msg)
     return platform
+
+
+_CONFIG_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def check_config(config: dict[str, str]) -> dict[str, str]:
+    """A bot's configuration becomes container environment variables: keys must be valid
+    variable names and values strings (Coolify rejects anything else with a 422)."""
+    if not isinstance(config, dict) or len(config) > 100:
+        raise BadInput("config must be an object of at most 100 string values")
+    for key, value in config.items():
+        if not isinstance(key, str) or not _CONFIG_KEY_PATTERN.match(key):
+            raise BadInput(f"config key {key!r} must be a variable name like MEETING_URL")
+        if not isinstance(value, str) or len(value) > 4096:
+            raise BadInput(f"config value of {key} must be a string of at most 4096 characters")
+    return dict(config)
 
 
 def pool_id(pool_name: str) -> UUID:
@@ -567,10 +584,14 @@ class QueueEntry(Aggregate):
         bot_id: str
 
     class QueueEntryEnqueued(Aggregate.Created, QueueEvent):
+        """``config`` is the bot's configuration, applied when a slot is dispatched; it is
+        stored forever, so it must hold settings, never secrets."""
+
         pool: str
         platform: str | None
         priority: int
         timeout_at: datetime
+        config: dict[str, str]
 
     class QueueEntryDispatched(QueueEvent):
         slot_id: UUID
@@ -603,11 +624,13 @@ class QueueEntry(Aggregate):
         platform: str | None,
         priority: int,
         timeout_at: datetime,
+        config: dict[str, str],
         actor: str,
         correlation_id: str,
         bot_id: str,
     ) -> None:
         self.pool = pool
+        self.config = config
         self.platform = platform
         self.priority = priority
         self.timeout_at = timeout_at
@@ -626,6 +649,7 @@ class QueueEntry(Aggregate):
         platform: str | None,
         priority: int,
         timeout_s: float,
+        config: dict[str, str],
         at: datetime,
         actor: str,
         correlation_id: str,
@@ -647,6 +671,7 @@ class QueueEntry(Aggregate):
             platform=platform,
             priority=priority,
             timeout_at=at + timedelta(seconds=timeout_s),
+            config=check_config(config),
             actor=actor,
             correlation_id=correlation_id,
             bot_id=bot_id,

@@ -142,31 +142,42 @@ def test_pool_refuses_absurd_sizes(size: int) -> None:
         Pool.create(name="default", prefix="pool", max_size=size, at=AT, correlation_id="c")
 
 
+def enqueue(**changes: object) -> QueueEntry:
+    fields: dict[str, object] = {
+        "bot_id": "b1",
+        "pool": "default",
+        "platform": None,
+        "priority": 0,
+        "timeout_s": 300,
+        "config": {"MEETING_URL": "https://meet.example/abc"},
+        "at": AT,
+        "actor": "api",
+        "correlation_id": "c",
+    }
+    return QueueEntry.enqueue(**{**fields, **changes})  # type: ignore[arg-type]
+
+
 def test_queue_entry_ends_once() -> None:
-    entry = QueueEntry.enqueue(
-        bot_id="b1",
-        pool="default",
-        platform=None,
-        priority=0,
-        timeout_s=300,
-        at=AT,
-        actor="api",
-        correlation_id="c",
-    )
+    entry = enqueue()
+    assert entry.config == {"MEETING_URL": "https://meet.example/abc"}
     entry.cancel("user left", **META)
     with pytest.raises(IllegalTransition, match="already cancelled"):
         entry.dispatch(uuid4(), **META)
-    with pytest.raises(BadInput, match="timeout"):
-        QueueEntry.enqueue(
-            bot_id="b1",
-            pool="default",
-            platform=None,
-            priority=0,
-            timeout_s=601,
-            at=AT,
-            actor="api",
-            correlation_id="c",
-        )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"timeout_s": 601}, "timeout"),
+        ({"timeout_s": 0}, "timeout"),
+        ({"priority": 10_000}, "priority"),
+        ({"config": {"bad key": "x"}}, "config key"),
+        ({"config": {"KEY": 5}}, "config value"),
+    ],
+)
+def test_queue_entry_refuses_bad_requests(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(BadInput, match=message):
+        enqueue(**changes)
 
 
 def test_a_v1_slot_failed_event_is_upcast_on_load() -> None:
