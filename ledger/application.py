@@ -103,6 +103,7 @@ class SlotLedger(Application[UUID]):
         slot_prefix: str = "pool",
         max_pool_size: int = 100,
         max_attempts: int = 32,
+        default_platform: str = "bot",
         clock: Clock = datetime_now_with_tzinfo,
     ) -> None:
         super().__init__(env)
@@ -114,6 +115,7 @@ class SlotLedger(Application[UUID]):
         self.slot_prefix = slot_prefix
         self.max_pool_size = max_pool_size
         self.max_attempts = max_attempts
+        self.default_platform = check_platform(default_platform)
         self.clock = clock
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
@@ -195,18 +197,7 @@ class SlotLedger(Application[UUID]):
         def attempt() -> Outcome:
             at = self.clock()
             pool = self._load_or_create_pool(cid)
-            slot_id = uuid4()
-            name = pool.admit(slot_id, platform, at=at, actor=actor, correlation_id=cid)
-            slot = Slot.provision(
-                slot_id=slot_id,
-                pool=self.pool_name,
-                name=name,
-                platform=platform,
-                coolify_uuid=coolify_uuid,
-                at=at,
-                actor=actor,
-                correlation_id=cid,
-            )
+            slot = self._admit(pool, platform, coolify_uuid, at, actor, cid)
             if acquire_for is not None:
                 slot.acquire(acquire_for, at=at, actor=actor, correlation_id=cid)
             return self._save(slot, pool, bot_id=acquire_for)
@@ -521,17 +512,26 @@ class SlotLedger(Application[UUID]):
     def _dispatch_one(
         self, row: QueueRow, actor: str, cid: str
     ) -> tuple[QueueEntry, Outcome] | None:
+        """An idle slot for the entry, or a new one while the pool has room (a retired
+        slot's place must not stay empty while requests wait)."""
         for _ in range(self.max_attempts):
-            candidates = self.index.idle_candidates(self.pool_name, row.platform, 1)
-            if not candidates:
-                return None
+            at = self.clock()
             entry: QueueEntry = self.repository.get(row.entry_id)
-            slot = self.get_slot(candidates[0].slot_id)
+            candidates = self.index.idle_candidates(self.pool_name, row.platform, 1)
+            others: list[Pool | QueueEntry] = [entry]
+            if candidates:
+                slot = self.get_slot(candidates[0].slot_id)
+            else:
+                pool = self._load_or_create_pool(cid)
+                if pool.size >= pool.max_size:
+                    return None
+                platform = row.platform or self.default_platform
+                slot = self._admit(pool, platform, None, at, actor, cid)
+                others.append(pool)
             try:
-                at = self.clock()
                 slot.acquire(entry.bot_id, at=at, actor=actor, correlation_id=cid)
                 entry.dispatch(slot.id, at=at, actor=actor, correlation_id=cid)
-                return entry, self._save(slot, entry)
+                return entry, self._save(slot, *others)
             except IllegalTransition:
                 if entry.status is not QueueStatus.WAITING:
                     return None  # another dispatcher, expiry or cancel ended it
@@ -549,6 +549,29 @@ class SlotLedger(Application[UUID]):
         held = self.index.slot_for_bot(check_bot_id(bot_id))
         if held is not None:
             raise BotAlreadyHoldsSlot(f"bot {bot_id!r} already holds slot {held.name}")
+
+    def _admit(
+        self,
+        pool: Pool,
+        platform: str,
+        coolify_uuid: str | None,
+        at: datetime,
+        actor: str,
+        cid: str,
+    ) -> Slot:
+        """A new slot under the pool's next name (the pool refuses when full)."""
+        slot_id = uuid4()
+        name = pool.admit(slot_id, platform, at=at, actor=actor, correlation_id=cid)
+        return Slot.provision(
+            slot_id=slot_id,
+            pool=self.pool_name,
+            name=name,
+            platform=platform,
+            coolify_uuid=coolify_uuid,
+            at=at,
+            actor=actor,
+            correlation_id=cid,
+        )
 
     def _load_or_create_pool(self, correlation_id: str) -> Pool:
         return self.get_pool() or Pool.create(

@@ -15,7 +15,7 @@ from ledger.application import Clock, SlotLedger
 from ledger.persistence import POPOLedgerFactory, PostgresLedgerFactory, SQLiteLedgerFactory
 from ledger.settings import PostgresStore, Settings, SQLiteStore, StoreConfig
 
-__all__ = ["build_ledger", "eventsourcing_env", "memory_env"]
+__all__ = ["build_ledger", "eventsourcing_env", "follower_env", "memory_env"]
 
 
 def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> dict[str, str]:
@@ -49,6 +49,15 @@ def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> d
     }
 
 
+def follower_env(store: StoreConfig, name: str, settings: Settings | None = None) -> dict[str, str]:
+    """The environment for a follower's own tracking table: beside the events on
+    PostgreSQL, in a sibling file on SQLite (the library's SQLite table names are fixed)."""
+    env = eventsourcing_env(store, settings)
+    if isinstance(store, SQLiteStore) and store.path != ":memory:":
+        env["SQLITE_DBNAME"] = store.sibling(name.lower())
+    return env
+
+
 def memory_env() -> dict[str, str]:
     """The in-memory store, for unit tests."""
     return {
@@ -64,5 +73,6 @@ def build_ledger(settings: Settings, *, clock: Clock = datetime_now_with_tzinfo)
         slot_prefix=settings.slot_prefix,
         max_pool_size=settings.max_pool_size,
         max_attempts=settings.acquire_attempts,
+        default_platform=settings.default_platform,
         clock=clock,
     )

@@ -30,7 +30,12 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+    PostgresTrackingRecorder,
+)
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteCursor,
@@ -94,6 +99,7 @@ class QueueRow:
 
 
 IndexRow = SlotRow | QueueRow
+TTracking = TypeVar("TTracking", bound=PostgresTrackingRecorder)
 R = TypeVar("R", SlotRow, QueueRow)
 
 
@@ -478,3 +484,9 @@ class PostgresLedgerFactory(PostgresFactory):
     def application_recorder(self) -> ApplicationRecorder:
         with postgres_ddl_lock(self.datastore):
             return super().application_recorder()
+
+    def tracking_recorder(
+        self, tracking_recorder_class: type[TTracking] | None = None
+    ) -> TTracking:
+        with postgres_ddl_lock(self.datastore):
+            return super().tracking_recorder(tracking_recorder_class)

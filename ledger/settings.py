@@ -39,10 +39,14 @@ class SQLiteStore:
 
     @property
     def views_path(self) -> str:
+        return self.sibling("views")
+
+    def sibling(self, purpose: str) -> str:
+        """A file beside the ledger's, e.g. ``ledger.views.db`` for the read models."""
         if self.path == ":memory:":
             return ":memory:"
         p = Path(self.path)
-        return str(p.with_name(p.stem + ".views" + (p.suffix or ".db")))
+        return str(p.with_name(f"{p.stem}.{purpose}{p.suffix or '.db'}"))
 
     def redacted(self) -> str:
         return f"sqlite:///{self.path}"
@@ -130,6 +134,7 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     pool_name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")] = "default"
+    default_platform: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")] = "bot"
     slot_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")] = "pool"
     max_pool_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     acquire_attempts: Annotated[int, Field(ge=1, le=1000)] = 32

@@ -305,3 +305,19 @@ class LedgerContract:
         with pytest.raises(StaleLease):
             ledger.fail(slot_id, "late failure of the old deploy", lease=first)
         assert ledger.mark_started(slot_id, lease=second).slot.status is SlotStatus.BUSY
+
+    def test_queue_gets_a_new_slot_when_a_retired_one_made_room(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger(max_pool_size=1)
+        slot_id = ledger.provision("meet", acquire_for="holder").slot.id
+        ledger.enqueue("waiter", platform="meet")
+        ledger.fail(slot_id, "crashed")
+        ledger.retire(slot_id, "crashed three times")
+        [(entry, outcome)] = ledger.dispatch_waiting()
+        assert (entry.bot_id, outcome.slot.name, outcome.slot.status) == (
+            "waiter",
+            "pool-meet-002",
+            SlotStatus.DEPLOYING,
+        )
+        assert outcome.slot.coolify_uuid is None  # the deploy flow creates the app
