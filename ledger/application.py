@@ -367,6 +367,7 @@ class SlotLedger(Application[UUID]):
         slot_id: UUID,
         coolify_uuid: str,
         *,
+        lease: int | None = None,
         actor: str = "worker",
         correlation_id: str | None = None,
     ) -> Outcome:
@@ -374,6 +375,7 @@ class SlotLedger(Application[UUID]):
         return self._update(
             slot_id,
             lambda s: s.app_created(coolify_uuid, at=self.clock(), actor=actor, correlation_id=cid),
+            lease,
         )
 
     def retire(

@@ -1,0 +1,468 @@
+"""The deploy flow on Coolify: the seed's acquireOrCreateSlot, configureAndStartSlot and
+releaseSlot, with every step recorded in the ledger before or after the Coolify call.
+
+- ``request``: an idle slot, else a new slot while under the maximum size, else the queue.
+  ``SlotAcquired`` is recorded before Coolify is called; the rest runs in the background.
+- ``configure_and_start``: create the application if the slot has none (or recreate it if
+  it vanished outside), write the bot's configuration as env vars, start, record
+  ``SlotDeploying`` with the deployment uuid, follow it to ``finished`` and a ``running:*``
+  container, then ``SlotStarted``. Any Coolify failure ends in ``SlotFailed`` with
+  Coolify's reason. Each step carries the slot's lease, so a deploy that outlives its
+  bot's release cannot touch the next lease.
+- ``release``: stop the container, then ``SlotReleased``; the freed slot goes to the queue.
+
+Concurrent Coolify deployments are capped by :class:`DeployPermits` (Coolify's own cap is
+unreliable): in-process on SQLite, PostgreSQL advisory locks across processes otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from uuid import UUID
+
+import psycopg
+
+from ledger.application import Outcome, SlotLedger, new_correlation_id
+from ledger.coolify import (
+    CoolifyClient,
+    CoolifyError,
+    CoolifyNotFound,
+    CreateDockerImageApp,
+    DeploymentStatus,
+    EnvVar,
+)
+from ledger.domain import QueueEntry, Slot
+from ledger.errors import (
+    BotNotFound,
+    Conflict,
+    NoIdleSlot,
+    PoolFull,
+    SlotLedgerError,
+)
+
+__all__ = [
+    "Acquired",
+    "DeployFailed",
+    "DeployPermits",
+    "LocalDeployPermits",
+    "PostgresDeployPermits",
+    "Queued",
+    "ReleaseRate",
+    "SlotDeployer",
+    "SlotTemplate",
+]
+
+log = logging.getLogger("ledger.deploy")
+
+
+class DeployFailed(SlotLedgerError):
+    """A deployment did not give a running container; ``reason_code`` groups failures."""
+
+    code = "deploy_failed"
+    http_status = 502
+
+    def __init__(self, detail: str, reason_code: str) -> None:
+        super().__init__(detail)
+        self.reason_code = reason_code
+
+
+@dataclass(frozen=True)
+class SlotTemplate:
+    """What every slot's Coolify application is created from."""
+
+    project_uuid: str
+    server_uuid: str
+    environment_name: str
+    image: str
+    image_tag: str
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The request got a slot; it is ``deploying`` until the container runs."""
+
+    slot: Slot
+    position: int
+    task: Future[None] | None = None
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The pool is full: the request waits in the queue."""
+
+    entry: QueueEntry
+    position: int
+    estimated_wait_ms: int
+
+
+class DeployPermits(ABC):
+    """A counting semaphore over concurrent Coolify deployments."""
+
+    @abstractmethod
+    @contextmanager
+    def hold(self, timeout: float) -> Iterator[None]:
+        """Hold one permit; raise :class:`DeployFailed` when none frees up in time."""
+
+
+class LocalDeployPermits(DeployPermits):
+    """In-process permits, for the embedded single-process mode."""
+
+    def __init__(self, limit: int) -> None:
+        self._semaphore = threading.BoundedSemaphore(limit)
+
+    @contextmanager
+    def hold(self, timeout: float) -> Iterator[None]:
+        if not self._semaphore.acquire(timeout=timeout):
+            raise DeployFailed("no deployment permit within the timeout", "deploy_capacity")
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
+class PostgresDeployPermits(DeployPermits):
+    """Permits as PostgreSQL session advisory locks, shared by every process: a crashed
+    holder's connection closes and its permit frees itself."""
+
+    def __init__(self, conninfo: str, limit: int, namespace: int, poll_s: float = 0.1) -> None:
+        self._conninfo = conninfo
+        self._keys = [namespace * 1000 + i for i in range(limit)]
+        self._poll_s = poll_s
+
+    @contextmanager
+    def hold(self, timeout: float) -> Iterator[None]:
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self._conninfo, autocommit=True) as conn:
+            while True:
+                for key in self._keys:
+                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                    if row and row[0]:
+                        try:
+                            yield
+                        finally:
+                            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                        return
+                if time.monotonic() > deadline:
+                    raise DeployFailed("no deployment permit within the timeout", "deploy_capacity")
+                time.sleep(self._poll_s)
+
+
+class ReleaseRate:
+    """Releases observed over a sliding window, for the queue's estimated wait."""
+
+    def __init__(self, window_s: float = 900.0, clock: Callable[[], float] = time.monotonic):
+        self._window_s = window_s
+        self._clock = clock
+        self._seen: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def record(self) -> None:
+        with self._lock:
+            self._seen.append(self._clock())
+
+    def per_second(self) -> float:
+        now = self._clock()
+        with self._lock:
+            while self._seen and self._seen[0] < now - self._window_s:
+                self._seen.popleft()
+            return len(self._seen) / self._window_s
+
+    def estimated_wait_ms(self, position: int, pool_size: int) -> int:
+        """Position over the observed release rate; before any release is seen, assume
+        each slot frees up once every ten minutes."""
+        rate = self.per_second() or max(pool_size, 1) / 600.0
+        return int(position / rate * 1000)
+
+
+_ACTIVE = frozenset({DeploymentStatus.QUEUED, DeploymentStatus.IN_PROGRESS})
+
+
+class SlotDeployer:
+    """Drives Coolify from the ledger; every decision is an event first."""
+
+    def __init__(
+        self,
+        ledger: SlotLedger,
+        coolify: CoolifyClient,
+        template: SlotTemplate,
+        permits: DeployPermits,
+        *,
+        queue_timeout_s: float = QueueEntry.DEFAULT_TIMEOUT_S,
+        poll_s: float = 1.0,
+        ready_timeout_s: float = 900.0,
+        status_grace_s: float = 90.0,
+        start_attempts: int = 3,
+        workers: int = 16,
+        actor: str = "worker",
+    ) -> None:
+        self.ledger = ledger
+        self.coolify = coolify
+        self.template = template
+        self.permits = permits
+        self.queue_timeout_s = queue_timeout_s
+        self.poll_s = poll_s
+        self.ready_timeout_s = ready_timeout_s
+        self.status_grace_s = status_grace_s
+        self.start_attempts = start_attempts
+        self.actor = actor
+        self.releases = ReleaseRate()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deploy")
+        self._tasks: set[Future[None]] = set()
+        self._tasks_lock = threading.Lock()
+
+    # --- requests ----------------------------------------------------------------------
+
+    def request(
+        self,
+        bot_id: str,
+        *,
+        platform: str | None = None,
+        priority: int = 0,
+        queue_timeout_s: float | None = None,
+        config: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> Acquired | Queued:
+        """A slot for a bot: idle, else new while under max size, else a queue entry.
+        Requests never overtake waiting ones of the same platform."""
+        cid = correlation_id or new_correlation_id()
+        config = config or {}
+        platform = platform or self.ledger.default_platform
+        if not self._queue_ahead(platform):
+            try:
+                outcome = self._take_slot(bot_id, platform, cid)
+            except (NoIdleSlot, PoolFull):
+                pass
+            else:
+                task = self.start_in_background(outcome.slot, bot_id, config, cid)
+                return Acquired(outcome.slot, outcome.position, task)
+        entry = self.ledger.enqueue(
+            bot_id,
+            platform=platform,
+            priority=priority,
+            timeout_s=queue_timeout_s or self.queue_timeout_s,
+            config=config,
+            correlation_id=cid,
+        )
+        self.drain(correlation_id=cid)  # a slot may have freed up meanwhile
+        return self.queued(entry)
+
+    def queued(self, entry: QueueEntry) -> Queued:
+        position = self.ledger.queue_position(entry.bot_id)
+        wait = self.releases.estimated_wait_ms(position, len(self.ledger.slots()))
+        return Queued(entry, position, wait)
+
+    def _queue_ahead(self, platform: str) -> bool:
+        return any(r.platform in (None, platform) for r in self.ledger.waiting())
+
+    def _take_slot(self, bot_id: str, platform: str, cid: str) -> Outcome:
+        try:
+            return self.ledger.acquire(bot_id, platform=platform, correlation_id=cid)
+        except NoIdleSlot:
+            return self.ledger.provision(platform, acquire_for=bot_id, correlation_id=cid)
+
+    def release(self, bot_id: str, *, correlation_id: str | None = None) -> Outcome | QueueEntry:
+        """Stop the bot's container, then release its slot (or cancel its queue entry).
+        A failed stop leaves the slot in ``error`` with Coolify's reason."""
+        cid = correlation_id or new_correlation_id()
+        try:
+            row = self.ledger.slot_of_bot(bot_id)
+        except BotNotFound:
+            try:
+                return self.ledger.cancel_queued(bot_id, correlation_id=cid)
+            except BotNotFound:
+                raise BotNotFound(f"bot {bot_id!r} holds no slot and waits in no queue") from None
+        if row.coolify_uuid is not None:
+            try:
+                self.coolify.stop(row.coolify_uuid)
+            except CoolifyNotFound:
+                pass  # nothing left to stop; the next deploy recreates the application
+            except CoolifyError as e:
+                return self.ledger.fail(
+                    row.slot_id, f"stop failed: {e}", reason_code="stop_failed", correlation_id=cid
+                )
+        outcome = self.ledger.release(bot_id, correlation_id=cid)
+        self.releases.record()
+        self.drain(correlation_id=cid)
+        return outcome
+
+    def drain(self, *, correlation_id: str | None = None) -> int:
+        """Give free capacity to waiting requests, as many as it allows."""
+        dispatched = self.ledger.dispatch_waiting(actor=self.actor, correlation_id=correlation_id)
+        for entry, outcome in dispatched:
+            self.start_in_background(
+                outcome.slot, entry.bot_id, entry.config, correlation_id or new_correlation_id()
+            )
+        return len(dispatched)
+
+    # --- configure and start -----------------------------------------------------------
+
+    def start_in_background(
+        self, slot: Slot, bot_id: str, config: dict[str, str], cid: str
+    ) -> Future[None]:
+        task = self._executor.submit(
+            self.configure_and_start, slot.id, slot.lease, bot_id, config, cid
+        )
+        with self._tasks_lock:
+            self._tasks.add(task)
+        task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: Future[None]) -> None:
+        with self._tasks_lock:
+            self._tasks.discard(task)
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Wait for background deploys (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._tasks_lock:
+                pending = list(self._tasks)
+            if not pending:
+                return
+            pending[0].result(timeout=max(0.0, deadline - time.monotonic()))
+
+    def configure_and_start(
+        self, slot_id: UUID, lease: int, bot_id: str, config: dict[str, str], cid: str
+    ) -> None:
+        """The deploying phase of one lease; never raises (outcomes are events)."""
+        try:
+            with self.permits.hold(self.ready_timeout_s):
+                app_uuid = self._prepare(slot_id, lease, bot_id, config, cid)
+                deployment_uuid = self._start(app_uuid)
+                self.ledger.mark_deploying(
+                    slot_id, deployment_uuid, lease=lease, actor=self.actor, correlation_id=cid
+                )
+                self._follow(deployment_uuid, app_uuid)
+                self.ledger.mark_started(slot_id, lease=lease, actor=self.actor, correlation_id=cid)
+        except Conflict as e:
+            log.info("slot %s lease %d moved on during its deploy: %s", slot_id, lease, e)
+        except DeployFailed as e:
+            self._fail(slot_id, lease, e.detail, e.reason_code, cid)
+        except CoolifyError as e:
+            self._fail(slot_id, lease, str(e), f"coolify_{e.status or 'unavailable'}", cid)
+        except Exception:  # a bug must not leave the slot deploying until the policy runs
+            log.exception("deploy of slot %s failed unexpectedly", slot_id)
+            self._fail(slot_id, lease, "internal error during deploy", "internal_error", cid)
+
+    def _fail(self, slot_id: UUID, lease: int, reason: str, code: str, cid: str) -> None:
+        try:
+            self.ledger.fail(
+                slot_id, reason, reason_code=code, lease=lease, actor=self.actor, correlation_id=cid
+            )
+        except Conflict as e:
+            log.info("slot %s lease %d already moved on; not failing it: %s", slot_id, lease, e)
+
+    def _prepare(
+        self, slot_id: UUID, lease: int, bot_id: str, config: dict[str, str], cid: str
+    ) -> str:
+        """The slot's application, existing and configured for this bot."""
+        slot = self.ledger.get_slot(slot_id)
+        slot.check_lease(lease)
+        envs = [
+            EnvVar(key=key, value=value)
+            for key, value in {
+                **config,
+                "SLOTLEDGER_BOT_ID": bot_id,
+                "SLOTLEDGER_SLOT_ID": str(slot_id),
+                "SLOTLEDGER_LEASE": str(lease),
+            }.items()
+        ]
+        app_uuid = slot.coolify_uuid or self._create_app(slot, lease, cid)
+        try:
+            self.coolify.update_envs_bulk(app_uuid, envs)
+        except CoolifyNotFound:
+            log.warning("slot %s: application %s vanished; recreating it", slot.name, app_uuid)
+            app_uuid = self._create_app(slot, lease, cid)
+            self.coolify.update_envs_bulk(app_uuid, envs)
+        return app_uuid
+
+    def _create_app(self, slot: Slot, lease: int, cid: str) -> str:
+        t = self.template
+        created = self.coolify.create_dockerimage_application(
+            CreateDockerImageApp(
+                project_uuid=t.project_uuid,
+                server_uuid=t.server_uuid,
+                environment_name=t.environment_name,
+                docker_registry_image_name=t.image,
+                docker_registry_image_tag=t.image_tag,
+                name=slot.name,
+                description="[DEPLOYING] Provisioning slot...",
+                instant_deploy=False,
+            )
+        )
+        self.ledger.app_created(
+            slot.id, created.uuid, lease=lease, actor=self.actor, correlation_id=cid
+        )
+        return created.uuid
+
+    def _start(self, app_uuid: str) -> str:
+        """Start and return a deployment uuid that exists (API.md §5: a 200 without one
+        means one is already queued; one that 404s means Coolify's queue was full)."""
+        for attempt in range(self.start_attempts):
+            result = self.coolify.start(app_uuid)
+            deployment_uuid = result.deployment_uuid or self._active_deployment(app_uuid)
+            if deployment_uuid is not None:
+                try:
+                    self.coolify.get_deployment(deployment_uuid)
+                except CoolifyNotFound:
+                    log.warning(
+                        "deployment %s does not exist: Coolify's queue is full", deployment_uuid
+                    )
+                else:
+                    return deployment_uuid
+            time.sleep(self.poll_s * (attempt + 1))
+        raise DeployFailed(
+            f"Coolify queued no deployment after {self.start_attempts} start requests "
+            "(deployment queue full)",
+            "coolify_queue_full",
+        )
+
+    def _active_deployment(self, app_uuid: str) -> str | None:
+        page = self.coolify.list_application_deployments(app_uuid, take=10)
+        return next((d.deployment_uuid for d in page.deployments if d.status in _ACTIVE), None)
+
+    def _follow(self, deployment_uuid: str, app_uuid: str) -> None:
+        """Until the deployment finished and the container runs; Coolify's status lags,
+        so an ``exited`` container is only believed after ``status_grace_s``."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            deployment = self.coolify.get_deployment(deployment_uuid)
+            if deployment.status is DeploymentStatus.FINISHED:
+                break
+            if deployment.status is DeploymentStatus.FAILED:
+                raise DeployFailed(
+                    f"Coolify deployment {deployment_uuid} failed", "deployment_failed"
+                )
+            if deployment.status is DeploymentStatus.CANCELLED_BY_USER:
+                raise DeployFailed(
+                    f"Coolify deployment {deployment_uuid} was cancelled", "deployment_cancelled"
+                )
+            self._pause(deadline, f"deployment {deployment_uuid} still {deployment.status}")
+        grace = time.monotonic() + self.status_grace_s
+        while True:
+            status = self.coolify.get_application(app_uuid).status
+            if status.is_running:
+                return
+            if time.monotonic() > grace:
+                raise DeployFailed(
+                    f"container not running after deploy: {status}", "container_exited"
+                )
+            self._pause(deadline, f"container {status}")
+
+    def _pause(self, deadline: float, waiting_for: str) -> None:
+        if time.monotonic() > deadline:
+            raise DeployFailed(
+                f"not ready after {self.ready_timeout_s:.0f}s: {waiting_for}", "ready_timeout"
+            )
+        time.sleep(self.poll_s)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
