@@ -6,16 +6,35 @@ the environment or chooses a backend.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.utils import get_topic
 
 from ledger.application import Clock, SlotLedger
+from ledger.coolify import CoolifyClient, ResponseHook
+from ledger.deploy import (
+    DeployPermits,
+    LocalDeployPermits,
+    PostgresDeployPermits,
+    SlotDeployer,
+    SlotTemplate,
+)
+from ledger.errors import ConfigurationError
 from ledger.persistence import POPOLedgerFactory, PostgresLedgerFactory, SQLiteLedgerFactory
 from ledger.settings import PostgresStore, Settings, SQLiteStore, StoreConfig
 
-__all__ = ["build_ledger", "eventsourcing_env", "follower_env", "memory_env"]
+__all__ = [
+    "build_coolify",
+    "build_deployer",
+    "build_ledger",
+    "build_permits",
+    "eventsourcing_env",
+    "follower_env",
+    "memory_env",
+    "slot_template",
+]
 
 
 def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> dict[str, str]:
@@ -64,6 +83,47 @@ def memory_env() -> dict[str, str]:
         "PERSISTENCE_MODULE": get_topic(POPOLedgerFactory),
         "IS_SNAPSHOTTING_ENABLED": "y",
     }
+
+
+def slot_template(settings: Settings) -> SlotTemplate:
+    return SlotTemplate(
+        project_uuid=settings.coolify_project_uuid,
+        server_uuid=settings.coolify_server_uuid,
+        environment_name=settings.coolify_environment_name,
+        image=settings.slot_image,
+        image_tag=settings.slot_image_tag,
+    )
+
+
+def build_coolify(settings: Settings, on_response: ResponseHook | None = None) -> CoolifyClient:
+    token = settings.coolify_token.get_secret_value()
+    if not token:
+        msg = "LEDGER_COOLIFY_TOKEN is not set: the deploy flow needs a Coolify API token"
+        raise ConfigurationError(msg)
+    return CoolifyClient(
+        settings.coolify_url, token, timeout=settings.coolify_timeout_s, on_response=on_response
+    )
+
+
+def build_permits(settings: Settings) -> DeployPermits:
+    """Advisory-lock permits shared by all processes on PostgreSQL, in-process on SQLite."""
+    store = settings.store
+    if isinstance(store, PostgresStore):
+        namespace = zlib.crc32(f"slotledger:{settings.pool_name}".encode()) % 1_000_000
+        return PostgresDeployPermits(
+            store.conninfo(), settings.max_concurrent_deployments, namespace
+        )
+    return LocalDeployPermits(settings.max_concurrent_deployments)
+
+
+def build_deployer(settings: Settings, ledger: SlotLedger, coolify: CoolifyClient) -> SlotDeployer:
+    return SlotDeployer(
+        ledger,
+        coolify,
+        slot_template(settings),
+        build_permits(settings),
+        queue_timeout_s=settings.queue_timeout_s,
+    )
 
 
 def build_ledger(settings: Settings, *, clock: Clock = datetime_now_with_tzinfo) -> SlotLedger:

@@ -50,6 +50,7 @@ from ledger.errors import (
 
 __all__ = [
     "Acquired",
+    "CoolifySlotRuntime",
     "DeployFailed",
     "DeployPermits",
     "LocalDeployPermits",
@@ -466,3 +467,23 @@ class SlotDeployer:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+class CoolifySlotRuntime:
+    """What the policies need of Coolify: stop a container, delete an application.
+    Both treat "not found" as done, since the goal state already holds."""
+
+    def __init__(self, coolify: CoolifyClient) -> None:
+        self.coolify = coolify
+
+    def stop(self, coolify_uuid: str) -> None:
+        try:
+            self.coolify.stop(coolify_uuid)
+        except CoolifyNotFound:
+            log.info("application %s is gone; nothing to stop", coolify_uuid)
+
+    def delete(self, coolify_uuid: str) -> None:
+        try:
+            self.coolify.delete_application(coolify_uuid)
+        except CoolifyNotFound:
+            log.info("application %s is gone; nothing to delete", coolify_uuid)
