@@ -482,10 +482,9 @@ class SlotLedger(Application[UUID]):
             if row.timeout_at > now:
                 continue
             entry: QueueEntry = self.repository.get(row.entry_id)
-            waited = (now - entry.queued_at).total_seconds()
             try:
                 entry.expire(
-                    f"no slot became available within {waited:.0f}s",
+                    entry.expiry_reason(now),
                     at=now,
                     actor=actor,
                     correlation_id=correlation_id or new_correlation_id(),

@@ -11,13 +11,15 @@ from typing import Annotated
 
 import typer
 
+from ledger import policy_cli
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_coolify, build_deployer, build_ledger
 from ledger.cli import JsonOption, emit, run_guarded
 from ledger.coolify import CoolifyClient
-from ledger.deploy import Acquired, SlotDeployer
+from ledger.deploy import Acquired, CoolifySlotRuntime, SlotDeployer
 from ledger.invariants import check_events, iter_log
 from ledger.settings import Settings, load_settings
+from ledger.web.cli import register as register_web
 
 __all__ = ["Context", "register_all"]
 
@@ -53,9 +55,7 @@ def register_core(app: typer.Typer, ctx: Context) -> None:
 
         def run() -> list[object]:
             chosen = platform or ctx.settings.default_platform
-            return [
-                ctx.ledger.provision(chosen, actor="operator").slot.name for _ in range(count)
-            ]
+            return [ctx.ledger.provision(chosen, actor="operator").slot.name for _ in range(count)]
 
         emit(({"slot": name} for name in run_guarded(run)), as_json=as_json)
 
@@ -173,3 +173,5 @@ def register_core(app: typer.Typer, ctx: Context) -> None:
 def register_all(app: typer.Typer) -> None:
     ctx = Context()
     register_core(app, ctx)
+    policy_cli.register(app, lambda: (ctx.ledger, CoolifySlotRuntime(ctx.coolify), ctx.settings))
+    register_web(app, ctx)

@@ -681,6 +681,10 @@ class QueueEntry(Aggregate):
     def queued_at(self) -> datetime:
         return self.created_on
 
+    def expiry_reason(self, at: datetime) -> str:
+        """What the requester reads when its entry expires."""
+        return f"no slot became available within {(at - self.queued_at).total_seconds():.0f}s"
+
     def dispatch(self, slot_id: UUID, *, at: datetime, actor: str, correlation_id: str) -> None:
         self._end(self.QueueEntryDispatched, at, actor, correlation_id, slot_id=slot_id)
 

@@ -449,7 +449,13 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, _SQLIndexes):
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
-        for query, params in self._index_writes(kwargs):
+        writes = list(self._index_writes(kwargs))
+        if writes:
+            # The library locks the events table after this method; taking that lock
+            # first means no writer ever holds index row locks while queueing for it,
+            # which otherwise deadlocks against a writer waiting on the same rows.
+            self._lock_table(curs)
+        for query, params in writes:
             curs.execute(self._sql[query], params, prepare=True)
 
     def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:

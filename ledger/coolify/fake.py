@@ -1157,6 +1157,9 @@ class FakeCoolifyServer:
             raise RuntimeError("fake Coolify server already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit this; without it every keep-alive answer waits ~40 ms
+        # for the client's delayed ACK (uvicorn only sets it on sockets it creates).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self._host, self._port))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(

@@ -1,0 +1,429 @@
+"""Policies: the time-driven rules of the slot lifecycle (issue 5).
+
+Three rules share one shape. ``decide`` only reads: the inline index names candidates and
+the aggregate has the final word. ``apply`` loads the aggregate again, decides again at the
+decision's time, and saves with optimistic concurrency; when the fresh decision differs
+(the slot started, another worker acted), the decision is dropped and the next tick decides
+from the new state. A lost race (``IntegrityError``) means: re-read and decide again.
+
+Decisions are a function of the history and the clock only. Their events carry the
+decision time and a correlation id derived from the decision, so the same history with the
+same clock gives the same events, and a decision taken twice would show as a duplicate id.
+A dry run returns the decisions without applying them; it shows one step ahead, so a stale
+deploying slot shows its failure, and its recovery only on a later tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from ledger.application import Clock, SlotLedger
+from ledger.domain import QueueEntry, QueueStatus, Slot, SlotStatus
+from ledger.errors import ConcurrencyExhausted, SlotLedgerError
+from ledger.settings import Settings
+
+__all__ = [
+    "Decision",
+    "ErrorRecoveryRule",
+    "PolicyEngine",
+    "QueueExpiryRule",
+    "Rule",
+    "SlotRuntime",
+    "StaleDeployingRule",
+]
+
+log = logging.getLogger("ledger.policies")
+
+_DECISIONS = uuid5(NAMESPACE_URL, "slotledger:policy-decision")
+
+
+class SlotRuntime(Protocol):
+    """The container side of a slot. Both calls must be idempotent (a stopped or deleted
+    application is fine) and raise a :class:`~ledger.errors.SlotLedgerError` on failure."""
+
+    def stop(self, coolify_uuid: str) -> None: ...
+
+    def delete(self, coolify_uuid: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One thing a rule does (or, in a dry run, would do) to one slot or queue entry."""
+
+    rule: str
+    action: str
+    target_id: UUID
+    target: str
+    """The slot's name, or the bot id of a queue entry: what a human looks for."""
+    event: str
+    reason: str
+    since: datetime
+    """When the judged state began: deploying or error since, or queued at."""
+    at: datetime
+    """The decision time; the written event carries it."""
+    version: int
+    """The aggregate version the decision was made on."""
+
+    @property
+    def correlation_id(self) -> str:
+        return uuid5(_DECISIONS, f"{self.rule}:{self.target_id}:{self.version}").hex
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {
+            "rule": self.rule,
+            "action": self.action,
+            "target_id": str(self.target_id),
+            "target": self.target,
+            "event": self.event,
+            "reason": self.reason,
+            "since": self.since.isoformat(),
+            "at": self.at.isoformat(),
+            "version": self.version,
+            "correlation_id": self.correlation_id,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.action} {self.target} -> {self.event} ({self.reason})"
+
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class Rule(ABC, Generic[A]):
+    """A rule over one kind of aggregate: candidates, a pure judgement, and the writes."""
+
+    name: ClassVar[str]
+
+    @property
+    def actor(self) -> str:
+        return f"policy:{self.name}"
+
+    def decide(self, ledger: SlotLedger, now: datetime) -> list[Decision]:
+        decisions = (
+            self.judge(ledger, self.load(ledger, i), now) for i in self.candidates(ledger, now)
+        )
+        return [d for d in decisions if d is not None]
+
+    def apply(self, ledger: SlotLedger, decision: Decision) -> Decision | None:
+        """Carry a decision out; returns it as carried out (a side effect may change the
+        event), or ``None`` when the aggregate changed so that it no longer holds."""
+        done: Decision | None = None
+        for _ in range(ledger.max_attempts):
+            aggregate = self.load(ledger, decision.target_id)
+            fresh = self.judge(ledger, aggregate, decision.at)
+            if fresh is None or replace(fresh, version=decision.version) != decision:
+                return None
+            if done is None:
+                done = self.carry_out(aggregate, decision)
+            # A write that won a race keeps its order: never stamp an event before it.
+            at = max(decision.at, aggregate.modified_on)
+            try:
+                ledger.save(*self.write(ledger, aggregate, done, at))
+            except IntegrityError:
+                continue
+            return done
+        msg = f"{decision.rule} on {decision.target} lost {ledger.max_attempts} races in a row"
+        raise ConcurrencyExhausted(msg)
+
+    @abstractmethod
+    def candidates(self, ledger: SlotLedger, now: datetime) -> list[UUID]:
+        """Ids worth judging, from the inline index (cheap, may be stale)."""
+
+    @abstractmethod
+    def load(self, ledger: SlotLedger, target_id: UUID) -> A: ...
+
+    @abstractmethod
+    def judge(self, ledger: SlotLedger, aggregate: A, at: datetime) -> Decision | None:
+        """The decision for this aggregate at ``at``, reading only."""
+
+    def carry_out(self, aggregate: A, decision: Decision) -> Decision:
+        """Side effects outside the ledger, run once per decision before its event."""
+        return decision
+
+    @abstractmethod
+    def write(
+        self, ledger: SlotLedger, aggregate: A, decision: Decision, at: datetime
+    ) -> Sequence[Aggregate]:
+        """Trigger the decision's event; returns the aggregates to save together."""
+
+
+class SlotRule(Rule[Slot], ABC):
+    def load(self, ledger: SlotLedger, target_id: UUID) -> Slot:
+        return ledger.get_slot(target_id)
+
+    def decision(self, slot: Slot, action: str, event: str, reason: str, at: datetime) -> Decision:
+        return Decision(
+            rule=self.name,
+            action=action,
+            target_id=slot.id,
+            target=slot.name,
+            event=event,
+            reason=reason,
+            since=slot.status_since,
+            at=at,
+            version=slot.version,
+        )
+
+
+class StaleDeployingRule(SlotRule):
+    """A slot deploying longer than the timeout failed to start (the seed's edge cases 1
+    and 4). A slow deploy is saved by its bot's heartbeat, which starts the slot."""
+
+    name = "stale-deploying"
+    REASON: ClassVar[str] = "deploying timeout"
+    REASON_CODE: ClassVar[str] = "deploying_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout = timedelta(seconds=timeout_s)
+
+    def candidates(self, ledger: SlotLedger, now: datetime) -> list[UUID]:
+        return [
+            r.slot_id
+            for r in ledger.slots()
+            if r.status is SlotStatus.DEPLOYING and now - r.status_since > self.timeout
+        ]
+
+    def judge(self, ledger: SlotLedger, aggregate: Slot, at: datetime) -> Decision | None:
+        slot = aggregate
+        if slot.retired or slot.status is not SlotStatus.DEPLOYING:
+            return None
+        if at - slot.status_since <= self.timeout:
+            return None
+        return self.decision(slot, "fail", "SlotFailed", self.REASON, at)
+
+    def write(
+        self, ledger: SlotLedger, aggregate: Slot, decision: Decision, at: datetime
+    ) -> Sequence[Aggregate]:
+        aggregate.fail(
+            decision.reason,
+            reason_code=self.REASON_CODE,
+            at=at,
+            actor=self.actor,
+            correlation_id=decision.correlation_id,
+        )
+        return [aggregate]
+
+
+class ErrorRecoveryRule(SlotRule):
+    """An error slot is stopped and made idle again; after ``max_attempts`` failed
+    attempts it is retired so the pool makes room for a fresh slot.
+
+    Attempts are counted from the slot's events (``SlotRecoveryFailed``), never shared
+    with heartbeats. A slot whose last attempt failed less than an interval ago waits, so a
+    new leader that runs recovery at once does not retry early. A slot without a Coolify
+    application (creation failed mid-deploy) has nothing to stop and goes back to idle:
+    its next deploy creates the application. ``retire_mode`` ``delete`` deletes the
+    application of a retired slot; ``quarantine`` keeps it as evidence and says so.
+    """
+
+    name = "error-recovery"
+
+    def __init__(
+        self,
+        runtime: SlotRuntime,
+        *,
+        interval_s: float,
+        max_attempts: int,
+        retire_mode: Literal["delete", "quarantine"],
+    ) -> None:
+        self.runtime = runtime
+        self.interval = timedelta(seconds=interval_s)
+        self.max_attempts = max_attempts
+        self.retire_mode = retire_mode
+
+    def candidates(self, ledger: SlotLedger, now: datetime) -> list[UUID]:
+        return [r.slot_id for r in ledger.slots() if r.status is SlotStatus.ERROR]
+
+    def judge(self, ledger: SlotLedger, aggregate: Slot, at: datetime) -> Decision | None:
+        slot = aggregate
+        if slot.retired or slot.status is not SlotStatus.ERROR:
+            return None
+        attempts = slot.recovery_attempts
+        if attempts >= self.max_attempts:
+            return self.decision(slot, "retire", "SlotRetired", self._retire_plan(slot), at)
+        last_failed = _last_failed_attempt(ledger, slot)
+        if last_failed is not None and at - last_failed < self.interval:
+            return None
+        app = slot.coolify_uuid
+        step = f"stop application {app}" if app else "no application to stop"
+        reason = f"{step}, then idle (attempt {attempts + 1} of {self.max_attempts})"
+        return self.decision(slot, "recover", "SlotRecovered", reason, at)
+
+    def carry_out(self, aggregate: Slot, decision: Decision) -> Decision:
+        app = aggregate.coolify_uuid
+        if app is None:
+            return decision
+        if decision.action == "recover":
+            try:
+                self.runtime.stop(app)
+            except SlotLedgerError as e:
+                failed = f"stopping application {app} failed: {e.detail}"
+                return replace(decision, event="SlotRecoveryFailed", reason=failed)
+            return decision
+        if self.retire_mode == "quarantine":
+            return decision
+        try:
+            self.runtime.delete(app)
+        except SlotLedgerError as e:
+            kept = f"deleting application {app} failed ({e.detail}); application kept"
+            return replace(decision, reason=f"{self._attempts(aggregate)}; {kept}")
+        return replace(decision, reason=f"{self._attempts(aggregate)}; application {app} deleted")
+
+    def write(
+        self, ledger: SlotLedger, aggregate: Slot, decision: Decision, at: datetime
+    ) -> Sequence[Aggregate]:
+        slot, cid = aggregate, decision.correlation_id
+        if decision.event == "SlotRecoveryFailed":
+            slot.recovery_failed(decision.reason, at=at, actor=self.actor, correlation_id=cid)
+        elif decision.action == "recover":
+            slot.recover(at=at, actor=self.actor, correlation_id=cid)
+        else:
+            slot.retire(decision.reason, at=at, actor=self.actor, correlation_id=cid)
+            pool = ledger.get_pool()
+            if pool is not None:  # a slot always has its pool; a foreign store may not
+                pool.remove(slot.id, at=at, actor=self.actor, correlation_id=cid)
+                return [slot, pool]
+        return [slot]
+
+    def _attempts(self, slot: Slot) -> str:
+        return f"retired after {slot.recovery_attempts} failed recovery attempts"
+
+    def _retire_plan(self, slot: Slot) -> str:
+        app = slot.coolify_uuid
+        if app is None:
+            return f"{self._attempts(slot)}; no application to delete"
+        if self.retire_mode == "quarantine":
+            return f"{self._attempts(slot)}; application {app} kept for inspection (quarantine)"
+        return f"{self._attempts(slot)}; delete application {app}"
+
+
+def _last_failed_attempt(ledger: SlotLedger, slot: Slot) -> datetime | None:
+    """When the current error episode's last recovery attempt failed, from the events
+    (the aggregate keeps only the count)."""
+    if slot.recovery_attempts == 0:
+        return None
+    for event in ledger.events.get(slot.id, lte=slot.version, desc=True):
+        if isinstance(event, Slot.SlotRecoveryFailed):
+            return event.timestamp
+        transition = event.transition() if isinstance(event, Slot.SlotEvent) else None
+        if transition is not None and transition.target is not None:
+            return None
+    return None
+
+
+class QueueExpiryRule(Rule[QueueEntry]):
+    """A waiting entry past its timeout expires with a reason its requester can read."""
+
+    name = "queue-expiry"
+
+    def candidates(self, ledger: SlotLedger, now: datetime) -> list[UUID]:
+        return [r.entry_id for r in ledger.waiting() if r.timeout_at <= now]
+
+    def load(self, ledger: SlotLedger, target_id: UUID) -> QueueEntry:
+        entry: QueueEntry = ledger.repository.get(target_id)
+        return entry
+
+    def judge(self, ledger: SlotLedger, aggregate: QueueEntry, at: datetime) -> Decision | None:
+        entry = aggregate
+        if entry.status is not QueueStatus.WAITING or entry.timeout_at > at:
+            return None
+        waited = (at - entry.queued_at).total_seconds()
+        return Decision(
+            rule=self.name,
+            action="expire",
+            target_id=entry.id,
+            target=entry.bot_id,
+            event="QueueEntryExpired",
+            reason=f"no slot became available within {waited:.0f}s",
+            since=entry.queued_at,
+            at=at,
+            version=entry.version,
+        )
+
+    def write(
+        self, ledger: SlotLedger, aggregate: QueueEntry, decision: Decision, at: datetime
+    ) -> Sequence[Aggregate]:
+        aggregate.expire(
+            decision.reason, at=at, actor=self.actor, correlation_id=decision.correlation_id
+        )
+        return [aggregate]
+
+
+class PolicyEngine:
+    """Runs every rule once per tick, error recovery at most once per recovery interval.
+
+    Stale deploying runs before recovery, so a slot failed by the timeout is recovered in
+    the same tick when recovery is due (the seed's edge case 4). The interval is kept in
+    memory; after a failover the events keep a slot from being retried early.
+    """
+
+    def __init__(
+        self,
+        ledger: SlotLedger,
+        runtime: SlotRuntime,
+        settings: Settings,
+        clock: Clock | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.clock: Clock = clock or ledger.clock
+        self.stale = StaleDeployingRule(settings.deploying_timeout_s)
+        self.recovery = ErrorRecoveryRule(
+            runtime,
+            interval_s=settings.recovery_interval_s,
+            max_attempts=settings.recovery_max_attempts,
+            retire_mode=settings.retire_mode,
+        )
+        self.expiry = QueueExpiryRule()
+        self.last_recovery_at: datetime | None = None
+
+    def recovery_due(self, now: datetime) -> bool:
+        last = self.last_recovery_at
+        return last is None or now - last >= self.recovery.interval
+
+    def tick(self, *, dry_run: bool = False) -> list[Decision]:
+        """Decide and apply; returns the decisions carried out (planned, in a dry run)."""
+        now = self.clock()
+        recover = self.recovery_due(now)
+        rules: list[Rule[Any]] = [self.stale, *([self.recovery] if recover else []), self.expiry]
+        taken = []
+        for rule in rules:
+            for decision in rule.decide(self.ledger, now):
+                done = self._dry(decision) if dry_run else self._apply(rule, decision)
+                if done is not None:
+                    taken.append(done)
+        if recover and not dry_run:
+            self.last_recovery_at = now
+        return taken
+
+    def _dry(self, decision: Decision) -> Decision:
+        log.info("dry run, would %s", decision)
+        return decision
+
+    def _apply(self, rule: Rule[Any], decision: Decision) -> Decision | None:
+        """Apply one decision; a refusal is logged and the others still run."""
+        try:
+            done = rule.apply(self.ledger, decision)
+        except SlotLedgerError as e:
+            log.warning(
+                "%s: %s %s not applied: %s", rule.name, decision.action, decision.target, e.detail
+            )
+            return None
+        if done is None:
+            log.info(
+                "%s: %s %s left alone: it changed since decided",
+                rule.name,
+                decision.action,
+                decision.target,
+            )
+        else:
+            log.info("%s", done)
+        return done

@@ -1,0 +1,107 @@
+"""CLI commands for the policies: ``policy run [--dry-run] [--json]`` and ``worker``.
+
+``ledger.cli`` owns the application and calls :func:`register` with a factory, so these
+commands wire nothing themselves. Errors follow ``ledger.cli.fail_with``: one line on
+stderr, exit 2 for bad input or configuration, 1 for any other refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from ledger.application import SlotLedger
+from ledger.cli import emit, fail_with
+from ledger.errors import Conflict, SlotLedgerError
+from ledger.policies import PolicyEngine, SlotRuntime
+from ledger.settings import Settings
+from ledger.worker import LocalLeaderElection, Worker, election_for
+
+__all__ = ["Build", "register"]
+
+Build = Callable[[], tuple[SlotLedger, SlotRuntime, Settings]]
+
+_TABLE_COLUMNS = ("rule", "action", "target", "event", "reason")
+
+
+def register(app: typer.Typer, build: Build) -> None:
+    """Add ``policy run`` and ``worker`` to ``app``."""
+    policy = typer.Typer(
+        help="Time-driven policies: stale deploying, error recovery, queue expiry.",
+        no_args_is_help=True,
+    )
+
+    @policy.command("run")
+    def run(
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Print what would be emitted; write nothing.")
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    ) -> None:
+        """Run every policy once and print the decisions.
+
+        A real run takes the workers' leadership first, so it never races a running
+        leader; a dry run needs no leadership and touches nothing outside the ledger."""
+        with _exit_codes(), _built(build) as (ledger, runtime, settings):
+            election = LocalLeaderElection() if dry_run else election_for(settings)
+            try:
+                if not election.try_lead():
+                    raise Conflict(f"a worker leads pool {settings.pool_name}: nothing done")
+                decisions = PolicyEngine(ledger, runtime, settings).tick(dry_run=dry_run)
+            finally:
+                election.release()
+        if dry_run:
+            typer.echo("dry run: nothing was written", err=True)
+        rows = [d.as_dict() for d in decisions]
+        if not as_json:
+            rows = [{c: row[c] for c in _TABLE_COLUMNS} for row in rows]
+        emit(rows, as_json=as_json, title="policy decisions", empty="no decisions")
+
+    app.add_typer(policy, name="policy")
+
+    @app.command("worker")
+    def worker() -> None:
+        """Run the policies until SIGINT or SIGTERM: leader when the pool has none,
+        standby otherwise."""
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        with _exit_codes(), _built(build) as (ledger, runtime, settings):
+            stop = threading.Event()
+            with _stopping_on_signals(stop):
+                Worker(settings, ledger, runtime, election_for(settings)).run(stop)
+
+
+@contextmanager
+def _built(build: Build) -> Iterator[tuple[SlotLedger, SlotRuntime, Settings]]:
+    ledger, runtime, settings = build()
+    try:
+        yield ledger, runtime, settings
+    finally:
+        ledger.close()
+
+
+@contextmanager
+def _exit_codes() -> Iterator[None]:
+    try:
+        yield
+    except SlotLedgerError as e:
+        raise fail_with(e) from None
+
+
+@contextmanager
+def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,93 @@
+"""PostgreSQL leader election, in one process: one leader per ledger and pool, lost with
+its session, and respected by ``policy run``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from ledger.bootstrap import build_ledger
+from ledger.policy_cli import register
+from ledger.settings import load_settings
+from ledger.worker import PostgresLeaderElection
+from tests.integration.policies.support import lock_holder, store_of, terminate_holder
+from tests.unit.policies.support import RecordingRuntime
+
+
+@pytest.fixture
+def elections(postgres_url: str) -> Iterator[list[PostgresLeaderElection]]:
+    store = store_of(postgres_url)
+    made = [PostgresLeaderElection(store, pool) for pool in ("default", "default", "other")]
+    yield made
+    for election in made:
+        election.release()
+
+
+def test_one_leader_per_pool_until_it_releases(
+    postgres_url: str, elections: list[PostgresLeaderElection]
+) -> None:
+    first, second, other_pool = elections
+
+    assert [first.try_lead(), second.try_lead(), other_pool.try_lead()] == [True, False, True]
+    assert first.try_lead() and not second.try_lead()  # the keepalive keeps it
+    with psycopg.connect(store_of(postgres_url).conninfo()) as conn:
+        assert lock_holder(conn, first.key) is not None
+        first.release()
+        assert lock_holder(conn, first.key) is None
+    assert second.try_lead()
+    assert not first.try_lead()
+
+
+def test_another_ledger_schema_has_its_own_leader(
+    postgres_url: str, elections: list[PostgresLeaderElection]
+) -> None:
+    elsewhere = PostgresLeaderElection(store_of(postgres_url + "_b"), "default")
+    try:
+        assert elections[0].try_lead() and elsewhere.try_lead()
+    finally:
+        elsewhere.release()
+
+
+def test_leadership_is_lost_with_the_session(
+    postgres_url: str, elections: list[PostgresLeaderElection]
+) -> None:
+    leader, standby, _ = elections
+    assert leader.try_lead()
+    with psycopg.connect(store_of(postgres_url).conninfo(), autocommit=True) as conn:
+        terminate_holder(conn, leader.key)
+
+    with pytest.raises(psycopg.OperationalError):
+        leader.try_lead()
+    assert not leader.is_leader
+    deadline = time.monotonic() + 5  # the server frees the lock as the backend exits
+    while not standby.try_lead():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not leader.try_lead()  # reconnected, as a standby
+
+
+def test_policy_run_does_nothing_while_a_worker_leads(
+    postgres_url: str, elections: list[PostgresLeaderElection]
+) -> None:
+    settings = load_settings(database_url=postgres_url)
+    app = typer.Typer()
+    register(app, lambda: (build_ledger(settings), RecordingRuntime(), settings))
+    runner = CliRunner()
+    assert elections[0].try_lead()
+
+    refused = runner.invoke(app, ["policy", "run"])
+    dry = runner.invoke(app, ["policy", "run", "--dry-run"])
+    elections[0].release()
+    ran = runner.invoke(app, ["policy", "run"])
+
+    assert (refused.exit_code, refused.stderr) == (
+        1,
+        "error: conflict: a worker leads pool default: nothing done\n",
+    )
+    assert (dry.exit_code, dry.stdout) == (0, "no decisions\n")
+    assert (ran.exit_code, ran.stdout) == (0, "no decisions\n")

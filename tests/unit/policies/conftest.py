@@ -1,0 +1,35 @@
+"""Fixtures for the policy tests: the in-memory ledger on a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ledger.application import SlotLedger
+from ledger.bootstrap import memory_env
+from ledger.policies import PolicyEngine
+from tests.contracts.ledger import FakeClock
+from tests.unit.policies.support import RecordingRuntime, make_settings
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ledger(clock: FakeClock) -> Iterator[SlotLedger]:
+    ledger = SlotLedger(memory_env(), clock=clock)
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+def runtime() -> RecordingRuntime:
+    return RecordingRuntime()
+
+
+@pytest.fixture
+def engine(ledger: SlotLedger, runtime: RecordingRuntime) -> PolicyEngine:
+    return PolicyEngine(ledger, runtime, make_settings())
