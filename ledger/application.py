@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -31,6 +31,10 @@ from ledger.errors import (
     SlotNotFound,
     WrongBot,
 )
+
+if TYPE_CHECKING:
+    from ledger.group_commit import GroupCommit
+
 from ledger.persistence import INDEX_ROWS, IndexRow, LedgerRecorder, QueueRow, SlotRow
 
 __all__ = ["Clock", "Outcome", "SlotLedger", "new_correlation_id", "slot_row"]
@@ -116,6 +120,7 @@ class SlotLedger(Application[UUID]):
         self.max_pool_size = max_pool_size
         self.max_attempts = max_attempts
         self.default_platform = check_platform(default_platform)
+        self._group: GroupCommit | None = None
         self.clock = clock
 
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
@@ -204,6 +209,19 @@ class SlotLedger(Application[UUID]):
 
         return self._retrying(attempt)
 
+    def enable_group_commit(self, max_batch: int = 64) -> None:
+        """Let concurrent acquire and release calls of this process share transactions
+        (see :mod:`ledger.group_commit`); for services with many callers."""
+        from ledger.group_commit import GroupCommit
+
+        if self._group is None:
+            self._group = GroupCommit(self, max_batch=max_batch)
+
+    def close(self) -> None:
+        if self._group is not None:
+            self._group.close()
+        super().close()
+
     def acquire(
         self,
         bot_id: str,
@@ -212,31 +230,49 @@ class SlotLedger(Application[UUID]):
         actor: str = "api",
         correlation_id: str | None = None,
     ) -> Outcome:
-        """Take the least recently used idle slot for a bot: idle -> deploying.
+        """Take the least recently used idle slot for a bot: idle -> deploying."""
+        cid = correlation_id or new_correlation_id()
+        if self._group is not None:
+            return self._group.submit(
+                "acquire", bot_id, platform=platform, actor=actor, correlation_id=cid
+            )
+        return self.acquire_now(bot_id, platform=platform, actor=actor, correlation_id=cid)
+
+    def acquire_now(
+        self,
+        bot_id: str,
+        *,
+        platform: str | None = None,
+        actor: str = "api",
+        correlation_id: str | None = None,
+    ) -> Outcome:
+        """Acquire in a transaction of its own.
 
         Candidates come from the inline index; the slot aggregate's version check makes
-        the take atomic. A lost race moves on to the next candidate, a bounded number of
-        times; the bot's uniqueness in the index refuses a second slot for one bot."""
+        the take atomic. Uncontended, the least recently used slot is taken; after a lost
+        race the candidates are read again and one of them is drawn at random, so that
+        racing callers spread out instead of queueing on the same slot. Bounded; the
+        bot's uniqueness in the index refuses a second slot for one bot."""
         self._refuse_if_holding(bot_id)
         if platform is not None:
             check_platform(platform)
         cid = correlation_id or new_correlation_id()
-        for _ in range(self.max_attempts):
+        for attempt in range(self.max_attempts):
             candidates = self.index.idle_candidates(
                 self.pool_name, platform, self.ACQUIRE_CANDIDATES
             )
             if not candidates:
                 where = f" for platform {platform}" if platform else ""
                 raise NoIdleSlot(f"no idle slot in pool {self.pool_name}{where}")
-            for row in candidates:
-                slot = self.get_slot(row.slot_id)
-                if slot.retired or slot.status != row.status:
-                    continue
-                slot.acquire(bot_id, at=self.clock(), actor=actor, correlation_id=cid)
-                try:
-                    return self._save(slot, bot_id=bot_id)
-                except IntegrityError:
-                    continue
+            row = candidates[0] if attempt == 0 else random.choice(candidates)
+            slot = self.get_slot(row.slot_id)
+            if slot.retired or slot.status != row.status:
+                continue  # the index moved on since it was read
+            slot.acquire(bot_id, at=self.clock(), actor=actor, correlation_id=cid)
+            try:
+                return self._save(slot, bot_id=bot_id)
+            except IntegrityError:
+                continue
         raise ConcurrencyExhausted(
             f"acquire for bot {bot_id!r} lost {self.max_attempts} races in a row; try again"
         )
@@ -280,6 +316,17 @@ class SlotLedger(Application[UUID]):
         self, bot_id: str, *, actor: str = "api", correlation_id: str | None = None
     ) -> Outcome:
         """Give back the slot a bot holds: deploying|busy -> idle."""
+        cid = correlation_id or new_correlation_id()
+        if self._group is not None:
+            return self._group.submit(
+                "release", bot_id, platform=None, actor=actor, correlation_id=cid
+            )
+        return self.release_now(bot_id, actor=actor, correlation_id=cid)
+
+    def release_now(
+        self, bot_id: str, *, actor: str = "api", correlation_id: str | None = None
+    ) -> Outcome:
+        """Release in a transaction of its own."""
         cid = correlation_id or new_correlation_id()
         row = self.slot_of_bot(bot_id)
         return self._update(

@@ -63,7 +63,6 @@ def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> d
         "POSTGRES_MAX_OVERFLOW": str(overflow),
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_CONNECT_TIMEOUT": "10",
-        "POSTGRES_PRE_PING": "y",
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
     }
 

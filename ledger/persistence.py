@@ -59,6 +59,7 @@ __all__ = [
     "SQLiteLedgerFactory",
     "SQLiteLedgerRecorder",
     "SlotRow",
+    "lru_order",
     "postgres_ddl_lock",
 ]
 
@@ -141,11 +142,20 @@ def _key(row: IndexRow) -> UUID:
     return row.slot_id if isinstance(row, SlotRow) else row.entry_id
 
 
+def _first_versions(stored_events: Sequence[StoredEvent]) -> dict[UUID, int]:
+    """Each aggregate's first new version in a save: its index row must be one below."""
+    first: dict[UUID, int] = {}
+    for e in stored_events:
+        key = e.originator_id if isinstance(e.originator_id, UUID) else UUID(e.originator_id)
+        first[key] = min(first.get(key, e.originator_version), e.originator_version)
+    return first
+
+
 def _dispatch_order(row: QueueRow) -> tuple[int, datetime, str]:
     return (row.priority, row.queued_at, row.bot_id)
 
 
-def _lru_order(row: SlotRow) -> tuple[bool, datetime, str]:
+def lru_order(row: SlotRow) -> tuple[bool, datetime, str]:
     return (row.last_used is not None, row.last_used or row.status_since, row.name)
 
 
@@ -202,7 +212,7 @@ class POPOLedgerRecorder(POPOApplicationRecorder, LedgerRecorder):
                 and platform in (None, r.platform)
             ),
         )
-        return sorted(idle, key=_lru_order)[:limit]
+        return sorted(idle, key=lru_order)[:limit]
 
     def slot_for_bot(self, bot_id: str) -> SlotRow | None:
         return next(iter(self._select(SlotRow, lambda r: r.bot_id == bot_id)), None)
@@ -287,6 +297,11 @@ _SQL: dict[str, str] = {
         "queue", QueueRow, "pool=%s AND status='waiting' ORDER BY priority, queued_at, bot_id"
     ),
     "waiting_by_bot": _select_sql("queue", QueueRow, "bot_id=%s AND status='waiting'"),
+    # Row locks in key order, so that writers never wait on each other in a cycle.
+    "lock_slots": "SELECT slot_id AS id, version FROM {slots} WHERE slot_id = ANY(%s) "
+    "ORDER BY slot_id FOR UPDATE",
+    "lock_queue": "SELECT entry_id AS id, version FROM {queue} WHERE entry_id = ANY(%s) "
+    "ORDER BY entry_id FOR UPDATE",
 }
 
 
@@ -448,13 +463,31 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, _SQLIndexes):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
+        """Check versions under row locks, then take the events table lock, then write
+        the index rows (the library inserts the events after this method).
+
+        A lost race fails here, before the table lock every writer queues for: the loser
+        waits only for the winner of its own row, then gives up without costing the
+        others a serialised transaction. No index row is written before the table lock,
+        and row locks are taken in one order, so writers cannot deadlock."""
         super()._insert_events(curs, stored_events, **kwargs)
         writes = list(self._index_writes(kwargs))
-        if writes:
-            # The library locks the events table after this method; taking that lock
-            # first means no writer ever holds index row locks while queueing for it,
-            # which otherwise deadlocks against a writer waiting on the same rows.
-            self._lock_table(curs)
+        if not writes:
+            return
+        first = _first_versions(stored_events)
+        locks = (
+            ("lock_slots", [r.slot_id for r in _rows(kwargs, SlotRow)]),
+            ("lock_queue", [r.entry_id for r in _rows(kwargs, QueueRow)]),
+        )
+        for query, keys in locks:
+            if not keys:
+                continue
+            curs.execute(self._sql[query], (keys,), prepare=True)
+            found = {r["id"]: r["version"] for r in curs.fetchall()}
+            for key in keys:
+                if found.get(key, 0) != first.get(key, 1) - 1:
+                    raise IntegrityError(f"{key} was changed concurrently")
+        self._lock_table(curs)
         for query, params in writes:
             curs.execute(self._sql[query], params, prepare=True)
 

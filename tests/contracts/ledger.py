@@ -6,6 +6,8 @@ A backend's test module subclasses :class:`LedgerContract` and provides the
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -321,3 +323,43 @@ class LedgerContract:
             SlotStatus.DEPLOYING,
         )
         assert outcome.slot.coolify_uuid is None  # the deploy flow creates the app
+
+    def test_group_commit_serves_concurrent_callers_correctly(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        """Many threads through one writer: each gets its own outcome or typed error,
+        and the log shows no double assignment."""
+        ledger = make_ledger()
+        for _ in range(4):
+            ledger.provision("meet")
+        ledger.enable_group_commit()
+        errors: list[Exception] = []
+        cycles = [0] * 12
+
+        def client(i: int) -> None:
+            bot = f"bot-{i % 6}"  # two threads per bot: the second must be refused
+            while cycles[i] < 15:
+                try:
+                    outcome = ledger.acquire(bot)
+                except (NoIdleSlot, BotAlreadyHoldsSlot):
+                    continue
+                except Exception as e:  # collected for the assertion
+                    errors.append(e)
+                    return
+                assert outcome.slot.bot_id == bot and outcome.position > 0
+                with contextlib.suppress(BotNotFound):  # the sibling may have released it
+                    ledger.release(bot)
+                cycles[i] += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        with pytest.raises(BotNotFound):
+            ledger.release("nobody")
+        report = check_events(iter_log(ledger))
+        assert report.ok, report.violations
+        assert report.acquisitions >= 12 * 15 // 2
+        assert all(r.bot_id is None for r in ledger.slots())

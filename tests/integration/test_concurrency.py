@@ -27,10 +27,12 @@ def _run(fn, *argsets):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(
-    ("store", "cycles_per_process"), [("postgres_url", 130), ("sqlite_url", 40)]
+    ("store", "cycles_per_process", "threads"),
+    [("postgres_url", 130, 1), ("postgres_url", 128, 4), ("sqlite_url", 40, 1)],
+    ids=["postgres", "postgres-group-commit", "sqlite"],
 )
 def test_parallel_acquire_release_never_double_assigns(
-    request: pytest.FixtureRequest, store: str, cycles_per_process: int
+    request: pytest.FixtureRequest, store: str, cycles_per_process: int, threads: int
 ) -> None:
     url = str(request.getfixturevalue(store))
     ledger = build_ledger(load_settings(database_url=url))
@@ -39,14 +41,15 @@ def test_parallel_acquire_release_never_double_assigns(
     start_at = time.time() + 2.0
     results = _run(
         workers.acquire_release_cycles,
-        *[(url, i, cycles_per_process, start_at) for i in range(PROCESSES)],
+        *[(url, i, cycles_per_process, start_at, threads) for i in range(PROCESSES)],
     )
     elapsed = time.time() - start_at
     total = sum(r["cycles"] for r in results)
     report = check_events(iter_log(ledger))
     ledger.close()
     print(
-        f"\n{store}: {PROCESSES} processes, 3 slots: checked {report.acquisitions} acquisitions "
+        f"\n{store}: {PROCESSES} processes x {threads} threads, 3 slots: "
+        f"checked {report.acquisitions} acquisitions "
         f"in {report.events} events; {total} cycles in {elapsed:.1f}s "
         f"({total / elapsed:.0f} cycles/s); lost races to NoIdleSlot "
         f"{sum(r['no_idle'] for r in results)}, shared bot refused "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from ledger.bootstrap import build_ledger
@@ -24,33 +25,61 @@ def _wait_until(start_at: float) -> None:
     time.sleep(max(0.0, start_at - time.time()))
 
 
-def acquire_release_cycles(url: str, index: int, cycles: int, start_at: float) -> dict[str, int]:
+def acquire_release_cycles(
+    url: str, index: int, cycles: int, start_at: float, threads: int = 1
+) -> dict[str, int]:
     """Acquire and release until ``cycles`` are done. Every other cycle uses a bot
-    shared by all processes, so two processes race to give one bot a second slot."""
+    shared by all processes, so two processes race to give one bot a second slot. With
+    ``threads`` > 1 the process runs that many callers through group commit."""
     ledger = _ledger(url)
+    if threads > 1:
+        ledger.enable_group_commit()
     counts = {"cycles": 0, "no_idle": 0, "bot_refused": 0, "exhausted": 0}
-    _wait_until(start_at)
-    try:
-        while counts["cycles"] < cycles:
-            n = counts["cycles"]
-            bot = f"shared-{n % 3}" if n % 2 else f"p{index}-bot"
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def count(key: str) -> None:
+        with lock:
+            counts[key] += 1
+
+    def caller(thread: int) -> None:
+        try:
+            cycle(thread)
+        except Exception as e:  # a thread's error must reach the test, not vanish
+            failures.append(repr(e))
+
+    def cycle(thread: int) -> None:
+        done = 0
+        while done < cycles // threads:
+            bot = f"shared-{done % 3}" if done % 2 else f"p{index}-t{thread}-bot"
             try:
                 ledger.acquire(bot)
             except NoIdleSlot:
-                counts["no_idle"] += 1
+                count("no_idle")
                 time.sleep(0.0005)
                 continue
             except BotAlreadyHoldsSlot:
-                counts["bot_refused"] += 1
+                count("bot_refused")
                 time.sleep(0.0005)
                 continue
             except ConcurrencyExhausted:
-                counts["exhausted"] += 1
+                count("exhausted")
                 continue
             ledger.release(bot)
-            counts["cycles"] += 1
+            done += 1
+            count("cycles")
+
+    _wait_until(start_at)
+    try:
+        callers = [threading.Thread(target=caller, args=(t,)) for t in range(threads)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
     finally:
         ledger.close()
+    if failures:
+        raise RuntimeError(f"{len(failures)} callers failed, first: {failures[0]}")
     return counts
 
 
