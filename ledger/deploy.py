@@ -39,13 +39,15 @@ from ledger.coolify import (
     DeploymentStatus,
     EnvVar,
 )
-from ledger.domain import QueueEntry, Slot
+from ledger.domain import QueueEntry, Slot, SlotStatus, check_bot_id
 from ledger.errors import (
+    BotAlreadyQueued,
     BotNotFound,
     Conflict,
     NoIdleSlot,
     PoolFull,
     SlotLedgerError,
+    StaleLease,
 )
 
 __all__ = [
@@ -183,6 +185,12 @@ class ReleaseRate:
         return int(position / rate * 1000)
 
 
+@dataclass(frozen=True)
+class _Lease:
+    slot_id: UUID
+    bot_id: str
+
+
 _ACTIVE = frozenset({DeploymentStatus.QUEUED, DeploymentStatus.IN_PROGRESS})
 
 
@@ -236,6 +244,8 @@ class SlotDeployer:
         cid = correlation_id or new_correlation_id()
         config = config or {}
         platform = platform or self.ledger.default_platform
+        if self.ledger.index.waiting_entry_for_bot(check_bot_id(bot_id)) is not None:
+            raise BotAlreadyQueued(f"bot {bot_id!r} already waits in the queue")
         if not self._queue_ahead(platform):
             try:
                 outcome = self._take_slot(bot_id, platform, cid)
@@ -341,7 +351,7 @@ class SlotDeployer:
                 self.ledger.mark_deploying(
                     slot_id, deployment_uuid, lease=lease, actor=self.actor, correlation_id=cid
                 )
-                self._follow(deployment_uuid, app_uuid)
+                self._follow(deployment_uuid, app_uuid, _Lease(slot_id, bot_id))
                 self.ledger.mark_started(slot_id, lease=lease, actor=self.actor, correlation_id=cid)
         except Conflict as e:
             log.info("slot %s lease %d moved on during its deploy: %s", slot_id, lease, e)
@@ -430,9 +440,10 @@ class SlotDeployer:
         page = self.coolify.list_application_deployments(app_uuid, take=10)
         return next((d.deployment_uuid for d in page.deployments if d.status in _ACTIVE), None)
 
-    def _follow(self, deployment_uuid: str, app_uuid: str) -> None:
+    def _follow(self, deployment_uuid: str, app_uuid: str, lease: _Lease) -> None:
         """Until the deployment finished and the container runs; Coolify's status lags,
-        so an ``exited`` container is only believed after ``status_grace_s``."""
+        so an ``exited`` container is only believed after ``status_grace_s``. Stops as
+        soon as the lease ends (the bot released, or a policy failed the slot)."""
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
             deployment = self.coolify.get_deployment(deployment_uuid)
@@ -446,7 +457,7 @@ class SlotDeployer:
                 raise DeployFailed(
                     f"Coolify deployment {deployment_uuid} was cancelled", "deployment_cancelled"
                 )
-            self._pause(deadline, f"deployment {deployment_uuid} still {deployment.status}")
+            self._pause(deadline, lease, f"deployment {deployment_uuid} still {deployment.status}")
         grace = time.monotonic() + self.status_grace_s
         while True:
             status = self.coolify.get_application(app_uuid).status
@@ -456,9 +467,12 @@ class SlotDeployer:
                 raise DeployFailed(
                     f"container not running after deploy: {status}", "container_exited"
                 )
-            self._pause(deadline, f"container {status}")
+            self._pause(deadline, lease, f"container {status}")
 
-    def _pause(self, deadline: float, waiting_for: str) -> None:
+    def _pause(self, deadline: float, lease: _Lease, waiting_for: str) -> None:
+        row = self.ledger.index.slot_row(lease.slot_id)
+        if row is None or row.status is not SlotStatus.DEPLOYING or row.bot_id != lease.bot_id:
+            raise StaleLease(f"slot {lease.slot_id} left bot {lease.bot_id!r}'s deploy")
         if time.monotonic() > deadline:
             raise DeployFailed(
                 f"not ready after {self.ready_timeout_s:.0f}s: {waiting_for}", "ready_timeout"

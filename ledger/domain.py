@@ -28,6 +28,9 @@ from ledger.errors import BadInput, IllegalTransition, PoolFull, StaleLease, Wro
 
 __all__ = [
     "ACTOR_PATTERN",
+    "BOT_ID_PATTERN",
+    "CONFIG_KEY_PATTERN",
+    "PLATFORM_PATTERN",
     "TRANSITIONS",
     "Pool",
     "QueueEntry",
@@ -89,8 +92,8 @@ TRANSITIONS: Mapping[str, Transition] = {
 ``SlotProvisioned`` creates a slot in ``idle`` and is not listed (it has no source)."""
 
 ACTOR_PATTERN = re.compile(r"^(api|worker|operator|policy:[a-z0-9][a-z0-9_.-]{0,62})$")
-_BOT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-_PLATFORM_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+BOT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+PLATFORM_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
 def check_actor(actor: str) -> str:
@@ -102,20 +105,20 @@ def check_actor(actor: str) -> str:
 
 
 def check_bot_id(bot_id: str) -> str:
-    if not isinstance(bot_id, str) or not _BOT_ID_PATTERN.match(bot_id):
+    if not isinstance(bot_id, str) or not BOT_ID_PATTERN.match(bot_id):
         msg = f"bot id {bot_id!r} must be 1-128 characters of letters, digits and _.:@-"
         raise BadInput(msg)
     return bot_id
 
 
 def check_platform(platform: str) -> str:
-    if not isinstance(platform, str) or not _PLATFORM_PATTERN.match(platform):
+    if not isinstance(platform, str) or not PLATFORM_PATTERN.match(platform):
         msg = f"platform {platform!r} must be 1-40 lowercase letters, digits or dashes"
         raise BadInput(msg)
     return platform
 
 
-_CONFIG_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+CONFIG_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 def check_config(config: dict[str, str]) -> dict[str, str]:
@@ -124,7 +127,7 @@ def check_config(config: dict[str, str]) -> dict[str, str]:
     if not isinstance(config, dict) or len(config) > 100:
         raise BadInput("config must be an object of at most 100 string values")
     for key, value in config.items():
-        if not isinstance(key, str) or not _CONFIG_KEY_PATTERN.match(key):
+        if not isinstance(key, str) or not CONFIG_KEY_PATTERN.match(key):
             raise BadInput(f"config key {key!r} must be a variable name like MEETING_URL")
         if not isinstance(value, str) or len(value) > 4096:
             raise BadInput(f"config value of {key} must be a string of at most 4096 characters")

@@ -7,7 +7,6 @@ stderr, exit 2 for bad input or configuration, 1 for any other refusal.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import typer
 from ledger.application import SlotLedger
 from ledger.cli import emit, fail_with
 from ledger.errors import Conflict, SlotLedgerError
+from ledger.logs import configure_logging, secrets_of
 from ledger.policies import PolicyEngine, SlotRuntime
 from ledger.settings import Settings
 from ledger.worker import LocalLeaderElection, Worker, election_for
@@ -67,11 +67,13 @@ def register(app: typer.Typer, build: Build) -> None:
     app.add_typer(policy, name="policy")
 
     @app.command("worker")
-    def worker() -> None:
+    def worker(
+        log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
+    ) -> None:
         """Run the policies until SIGINT or SIGTERM: leader when the pool has none,
         standby otherwise."""
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         with _exit_codes(), _built(build) as (ledger, runtime, settings):
+            configure_logging(json_lines=log_json, secrets=secrets_of(settings))
             stop = threading.Event()
             with _stopping_on_signals(stop):
                 Worker(settings, ledger, runtime, election_for(settings)).run(stop)

@@ -191,3 +191,26 @@ def test_repeated_cycles_reuse_one_slot(stack: Stack) -> None:
     median_ms = statistics.median(times) * 1000
     print(f"\nfull acquire->busy->release cycle against the fake: median {median_ms:.1f} ms")
     assert [(r.name, r.status) for r in stack.ledger.slots()] == [("pool-bot-001", SlotStatus.IDLE)]
+
+
+def test_release_during_deploy_ends_that_deploy_and_the_slot_stays_idle(stack: Stack) -> None:
+    stack.fake.fake.configure(deploy_delay=30.0)
+    result = stack.deployer.request("bot-r")
+    assert isinstance(result, Acquired) and result.task is not None
+    wait_for(lambda: stack.ledger.get_slot(result.slot.id).deployment_uuid is not None)
+    stack.deployer.release("bot-r")
+    result.task.result(timeout=10)  # the follow loop noticed the lease ended
+    events = [type(e).__name__ for e in stack.history(result.slot.name)]
+    assert events[-2:] == ["SlotDeploying", "SlotReleased"]
+    assert stack.ledger.get_slot(result.slot.id).status is SlotStatus.IDLE
+
+
+def test_a_queued_bot_cannot_also_take_a_slot(stack: Stack) -> None:
+    from ledger.errors import BotAlreadyQueued
+
+    for i in range(3):
+        stack.deployer.request(f"holder-{i}")
+    assert isinstance(stack.deployer.request("waiter"), Queued)
+    stack.deployer.wait_idle()
+    with pytest.raises(BotAlreadyQueued):
+        stack.deployer.request("waiter", platform="other")
