@@ -1,1 +1,58 @@
-"""Read models of the slot ledger: status, pool stats, queue, audit, time travel."""
+"""Read models of the slot ledger: status, pool stats, queue, audit, time travel.
+
+Exactly-once batched projection (:class:`ReadModels`), live followers, rebuild/replay,
+audit queries and incident bundles, on PostgreSQL and SQLite.
+"""
+
+from projections.bootstrap import build_follower, build_read_models
+from projections.bundle import Imported, export, import_bundle
+from projections.errors import ProjectionError, ReadModelTimeout, RebuildInProgress
+from projections.follower import Follower
+from projections.postgres import PostgresFollower, PostgresReadModels
+from projections.readmodels import ReadModels
+from projections.records import (
+    AuditRecord,
+    BotLease,
+    Failure,
+    Interval,
+    Lag,
+    PoolSnapshot,
+    PoolStats,
+    Progress,
+    QueueStats,
+    SlotAt,
+    SlotChange,
+    SlotHistory,
+    SlotState,
+)
+from projections.sqlite import SQLiteFollower, SQLiteReadModels
+
+__all__ = [
+    "AuditRecord",
+    "BotLease",
+    "Failure",
+    "Follower",
+    "Imported",
+    "Interval",
+    "Lag",
+    "PoolSnapshot",
+    "PoolStats",
+    "PostgresFollower",
+    "PostgresReadModels",
+    "Progress",
+    "ProjectionError",
+    "QueueStats",
+    "ReadModelTimeout",
+    "ReadModels",
+    "RebuildInProgress",
+    "SQLiteFollower",
+    "SQLiteReadModels",
+    "SlotAt",
+    "SlotChange",
+    "SlotHistory",
+    "SlotState",
+    "build_follower",
+    "build_read_models",
+    "export",
+    "import_bundle",
+]
