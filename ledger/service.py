@@ -125,6 +125,8 @@ class Service:
         self.drain_interval_s = drain_interval_s
         self.metrics = Metrics()
         self.ledger: SlotLedger = build_ledger(self.settings)
+        # Many API requests at once: their acquires and releases share transactions.
+        self.ledger.enable_group_commit()
         self.models: ReadModels = build_read_models(self.settings, self.ledger)
         self.follower: Follower = build_follower(self.models)
         self.transitions = TransitionLog(
