@@ -542,29 +542,27 @@ class SlotLedger(Application[UUID]):
             expired.append(entry)
         return expired
 
-    def dispatch_waiting(
-        self, *, actor: str = "worker", correlation_id: str | None = None
-    ) -> list[tuple[QueueEntry, Outcome]]:
+    def dispatch_waiting(self, *, actor: str = "worker") -> list[tuple[QueueEntry, Outcome]]:
         """Drain the queue while idle slots exist: each waiting entry, in order, takes the
-        least recently used idle slot of its platform. Slot and entry change together."""
+        least recently used idle slot of its platform. Slot and entry change together,
+        under the correlation id of the request that queued the entry."""
         dispatched = []
         now = self.clock()
         for row in self.waiting():
             if row.timeout_at <= now:
                 continue  # expiry, not dispatch, ends this one
-            outcome = self._dispatch_one(row, actor, correlation_id or new_correlation_id())
+            outcome = self._dispatch_one(row, actor)
             if outcome is not None:
                 dispatched.append(outcome)
         return dispatched
 
-    def _dispatch_one(
-        self, row: QueueRow, actor: str, cid: str
-    ) -> tuple[QueueEntry, Outcome] | None:
+    def _dispatch_one(self, row: QueueRow, actor: str) -> tuple[QueueEntry, Outcome] | None:
         """An idle slot for the entry, or a new one while the pool has room (a retired
         slot's place must not stay empty while requests wait)."""
         for _ in range(self.max_attempts):
             at = self.clock()
             entry: QueueEntry = self.repository.get(row.entry_id)
+            cid = entry.correlation_id
             candidates = self.index.idle_candidates(self.pool_name, row.platform, 1)
             others: list[Pool | QueueEntry] = [entry]
             if candidates:

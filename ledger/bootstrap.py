@@ -62,7 +62,9 @@ def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> d
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(overflow),
         "POSTGRES_LOCK_TIMEOUT": "10",
-        "POSTGRES_CONNECT_TIMEOUT": "10",
+        # The library retries a failed command 10 times, each waiting this long for a
+        # connection: a short wait makes commands fail during an outage, not hang.
+        "POSTGRES_CONNECT_TIMEOUT": "1",
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
     }
 

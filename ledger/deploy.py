@@ -262,8 +262,24 @@ class SlotDeployer:
             config=config,
             correlation_id=cid,
         )
-        self.drain(correlation_id=cid)  # a slot may have freed up meanwhile
-        return self.queued(entry)
+        # A slot may have freed up meanwhile: this very entry may be dispatched now,
+        # here or by another process, and then the bot holds a slot, not a place.
+        mine = self.drain().get(entry.id)
+        if mine is not None:
+            return mine
+        try:
+            return self.queued(entry)
+        except BotNotFound:
+            return self._ended_meanwhile(entry.id)
+
+    def _ended_meanwhile(self, entry_id: UUID) -> Acquired | Queued:
+        """The entry left the queue between enqueueing and answering: another drain
+        dispatched it (the slot, as it now is), or it expired or was cancelled."""
+        entry: QueueEntry = self.ledger.repository.get(entry_id)
+        position = self.ledger.recorder.max_notification_id() or 0
+        if entry.slot_id is not None:
+            return Acquired(self.ledger.get_slot(entry.slot_id), position)
+        return Queued(entry, 0, 0)
 
     def queued(self, entry: QueueEntry) -> Queued:
         position = self.ledger.queue_position(entry.bot_id)
@@ -301,17 +317,23 @@ class SlotDeployer:
                 )
         outcome = self.ledger.release(bot_id, correlation_id=cid)
         self.releases.record()
-        self.drain(correlation_id=cid)
+        self.drain()
         return outcome
 
-    def drain(self, *, correlation_id: str | None = None) -> int:
-        """Give free capacity to waiting requests, as many as it allows."""
-        dispatched = self.ledger.dispatch_waiting(actor=self.actor, correlation_id=correlation_id)
-        for entry, outcome in dispatched:
-            self.start_in_background(
-                outcome.slot, entry.bot_id, entry.config, correlation_id or new_correlation_id()
+    def drain(self) -> dict[UUID, Acquired]:
+        """Give free capacity to waiting requests, as many as it allows; returns what
+        each dispatched queue entry got. Each deploy carries its request's correlation id."""
+        dispatched = self.ledger.dispatch_waiting(actor=self.actor)
+        return {
+            entry.id: Acquired(
+                outcome.slot,
+                outcome.position,
+                self.start_in_background(
+                    outcome.slot, entry.bot_id, entry.config, entry.correlation_id
+                ),
             )
-        return len(dispatched)
+            for entry, outcome in dispatched
+        }
 
     # --- configure and start -----------------------------------------------------------
 

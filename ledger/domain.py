@@ -634,6 +634,7 @@ class QueueEntry(Aggregate):
     ) -> None:
         self.pool = pool
         self.config = config
+        self.correlation_id = correlation_id
         self.platform = platform
         self.priority = priority
         self.timeout_at = timeout_at

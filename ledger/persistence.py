@@ -482,18 +482,18 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, _SQLIndexes):
         for query, keys in locks:
             if not keys:
                 continue
-            curs.execute(self._sql[query], (keys,), prepare=True)
+            curs.execute(self._sql[query], (keys,))
             found = {r["id"]: r["version"] for r in curs.fetchall()}
             for key in keys:
                 if found.get(key, 0) != first.get(key, 1) - 1:
                     raise IntegrityError(f"{key} was changed concurrently")
         self._lock_table(curs)
         for query, params in writes:
-            curs.execute(self._sql[query], params, prepare=True)
+            curs.execute(self._sql[query], params)
 
     def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._sql[query], params, prepare=True)
+            curs.execute(self._sql[query], params)
             return list(curs.fetchall())
 
     def _to_db(self, value: Any) -> Any:
@@ -515,6 +515,17 @@ class PostgresLedgerFactory(PostgresFactory):
     serialised across processes by :func:`postgres_ddl_lock`."""
 
     application_recorder_class = PostgresLedgerRecorder
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        # No server-side prepared statements: psycopg 3.3 marks a statement prepared
+        # when it auto-prepares it inside a transaction that already failed, and then
+        # every later use on that connection fails with "prepared statement does not
+        # exist" (reproduced with concurrent saves). The pool opens lazily, so this
+        # reaches every connection it will make.
+        connect_kwargs = self.datastore.pool.kwargs
+        assert isinstance(connect_kwargs, dict)
+        connect_kwargs["prepare_threshold"] = None
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         with postgres_ddl_lock(self.datastore):

@@ -35,7 +35,7 @@ class Follower(ABC):
         *,
         poll_interval: float,
         min_backoff: float = 0.05,
-        max_backoff: float = 5.0,
+        max_backoff: float = 2.0,
     ) -> None:
         self.models = models
         self.poll_interval = poll_interval

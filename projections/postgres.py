@@ -87,8 +87,10 @@ class PostgresDialect(Dialect):
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
-    """``json`` columns hold the audit's text as written: read it back as text."""
+    """``json`` columns hold the audit's text as written: read it back as text. No
+    prepared statements, for the psycopg bug the ledger's factory explains."""
     conn.adapters.register_loader("json", TextLoader)
+    conn.prepare_threshold = None
 
 
 def _check_prefix(prefix: str) -> None:
@@ -314,7 +316,7 @@ class PostgresFollower(Follower):
         models: PostgresReadModels,
         *,
         safety_poll: float = 1.0,
-        max_backoff: float = 5.0,
+        max_backoff: float = 2.0,
     ) -> None:
         super().__init__(models, poll_interval=safety_poll, max_backoff=max_backoff)
         self.pg_models = models

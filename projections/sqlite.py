@@ -228,7 +228,7 @@ class SQLiteFollower(Follower):
     """Polls the ledger's file (SQLite cannot notify); leads through a file lock."""
 
     def __init__(
-        self, models: SQLiteReadModels, *, poll_interval: float = 0.05, max_backoff: float = 5.0
+        self, models: SQLiteReadModels, *, poll_interval: float = 0.05, max_backoff: float = 2.0
     ) -> None:
         super().__init__(models, poll_interval=poll_interval, max_backoff=max_backoff)
         self.sqlite_models = models

@@ -1,7 +1,8 @@
 """Shared fixtures: real stores for integration tests.
 
 PostgreSQL: the server at 127.0.0.1:5432 when it answers (``LEDGER_TEST_POSTGRES_URL``
-overrides), else a throwaway cluster from local binaries (pytest-postgresql), else the
+overrides), else a throwaway cluster from the local binaries (initdb + pg_ctl, run as
+``postgres`` under root, which PostgreSQL refuses to run as), else the
 Postgres tests skip loudly, except under ``CI=true``, where they fail instead.
 Each test gets a schema of its own, dropped afterwards.
 """
@@ -12,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -29,34 +30,19 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _throwaway_cluster(tmp: Path) -> tuple[str, object] | None:
-    """Start a private cluster with pytest-postgresql's executor, if binaries exist."""
-    pg_ctl = shutil.which("pg_ctl") or next(
-        iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))), None
-    )
-    if pg_ctl is None:
-        return None
-    from pytest_postgresql.executor import PostgreSQLExecutor
-    from pytest_postgresql.executor_noop import NoopExecutor  # noqa: F401  (import check)
+def _throwaway_cluster(tmp: Path) -> tuple[str, Callable[[], None]] | None:
+    """Start a private cluster from the local PostgreSQL binaries, if there are any."""
+    from tests.faults.cluster import Cluster, pg_bin
 
-    port = 55432 + os.getpid() % 1000
-    executor = PostgreSQLExecutor(
-        executable=str(pg_ctl),
-        host="127.0.0.1",
-        port=port,
-        user="postgres",
-        options="",
-        startparams="-w",
-        dbname="test",
-        unixsocketdir=str(tmp),
-        datadir=str(tmp / "data"),
-        postgres_options="",
-        password="",
-    )
-    executor.start()
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as c:
-        c.execute("CREATE DATABASE test")
-    return f"postgresql://postgres@127.0.0.1:{port}/test", executor
+    bin_dir = pg_bin()
+    if bin_dir is None:
+        return None
+    cluster = Cluster(bin_dir, tmp)
+    cluster.init()
+    cluster.start()
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE test")
+    return cluster.url("test"), lambda: cluster.stop(check=False)
 
 
 @pytest.fixture(scope="session")
@@ -72,17 +58,17 @@ def postgres_base_url() -> Iterator[str]:
     except Exception as e:
         reason = f"could not start a throwaway PostgreSQL cluster: {e}"
     else:
-        reason = "no PostgreSQL server answers and no pg_ctl binary was found"
+        reason = "no PostgreSQL server answers and no initdb/pg_ctl binaries were found"
     if started is None:
         message = f"PostgreSQL UNAVAILABLE at {url}: {reason}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message + " (CI=true: Postgres tests must run)")
         pytest.skip(message)
-    started_url, executor = started
+    started_url, stop = started
     try:
         yield started_url
     finally:
-        executor.stop()  # type: ignore[attr-defined]
+        stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -1,0 +1,109 @@
+"""SIGKILL a process in the middle of the deploy flow, then restart and look.
+
+Each trial starts ``tests.faults.deploy_worker`` on a fresh schema, lets it work until the
+fake Coolify has seen a random number of its requests (so the kill lands between two
+steps of some deploy or release), and kills it. The restarted side then finds: read
+models that, once caught up, equal a full rebuild; slots left deploying by the dead
+process failed by the stale-deploying policy (its clock ahead); no slot leased twice; and
+every command the dead process saw acknowledged, in the log.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ledger.bootstrap import build_coolify, build_ledger
+from ledger.coolify.fake import FakeCoolifyServer, FakeSettings
+from ledger.deploy import CoolifySlotRuntime
+from ledger.domain import Slot, SlotStatus
+from ledger.invariants import iter_log
+from ledger.policies import PolicyEngine
+from projections import build_read_models
+from tests.faults.deploy_worker import worker_settings
+from tests.faults.support import ClientLog, assert_log_sound, inconsistent_slots
+
+ROOT = Path(__file__).parents[2]
+TRIALS = 10
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeCoolifyServer]:
+    with FakeCoolifyServer(FakeSettings(deploy_delay=0.1, delete_delay=0.05, rate_limit=0)) as s:
+        yield s
+
+
+def start_worker(
+    url: str, fake: FakeCoolifyServer, client_log: Path, seed: int
+) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "tests.faults.deploy_worker"]
+    args = [url, fake.base_url, fake.token, str(client_log), str(seed)]
+    process = subprocess.Popen(
+        [*command, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != "ready":
+        process.kill()
+        pytest.fail(f"the deploy worker did not start (exit code {process.wait()})")
+    return process
+
+
+def kill_after_requests(process: subprocess.Popen[str], fake: FakeCoolifyServer, n: int) -> int:
+    """SIGKILL once the fake has received ``n`` more requests; returns how many it saw."""
+    target = len(fake.fake.requests()) + n
+    deadline = time.monotonic() + 30
+    while len(fake.fake.requests()) < target and process.poll() is None:
+        assert time.monotonic() < deadline, "the deploy worker made no progress"
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    return len(fake.fake.requests())
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_sigkill_during_the_deploy_flow(
+    postgres_url: str, fake: FakeCoolifyServer, tmp_path: Path, trial: int
+) -> None:
+    rng = random.Random(trial)
+    client_log = tmp_path / "acks.jsonl"
+    worker = start_worker(postgres_url, fake, client_log, trial)
+    kill_after_requests(worker, fake, rng.randint(4, 60))
+
+    settings = worker_settings(postgres_url, fake.base_url, fake.token)
+    ledger = build_ledger(settings)
+    models = build_read_models(settings, ledger)
+    models.catch_up()  # what the restarted follower does first
+    projected = models.dump()
+    models.rebuild()
+    assert models.dump() == projected
+
+    stuck = [r.slot_id for r in ledger.slots() if r.status is SlotStatus.DEPLOYING]
+    ahead = timedelta(seconds=settings.deploying_timeout_s + 1)
+    coolify = build_coolify(settings)
+    policies = PolicyEngine(
+        ledger, CoolifySlotRuntime(coolify), settings, clock=lambda: ledger.clock() + ahead
+    )
+    policies.tick()
+    coolify.close()
+    timed_out = {
+        e.originator_id
+        for _, e in iter_log(ledger)
+        if isinstance(e, Slot.SlotFailed) and e.reason_code == "deploying_timeout"
+    }
+    assert timed_out == set(stuck)
+    assert inconsistent_slots(ledger, {SlotStatus.IDLE, SlotStatus.BUSY}) == []
+    acks = ClientLog.read(client_log)
+    assert acks.acks, "the worker acknowledged nothing before it was killed"
+    assert_log_sound(ledger, acks)
+    print(f"\ntrial {trial}: {len(acks.acks)} acknowledged commands, {len(stuck)} stuck slots")
+    models.close()
+    ledger.close()
