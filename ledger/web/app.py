@@ -314,7 +314,7 @@ def create_app(service: Service, *, on_started: Callable[[], None] | None = None
         body = ReadyOut(
             status="ready" if state.ready else "not_ready",
             problems=state.problems,
-            lag=LagOut.of(state.lag) if state.lag is not None else None,
+            lag=LagOut.of_lag(state.lag) if state.lag is not None else None,
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if state.ready else 503)
 

@@ -9,22 +9,21 @@ there, as a 500.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
 
 from ledger.domain import (
     BOT_ID_PATTERN,
     CONFIG_KEY_PATTERN,
     PLATFORM_PATTERN,
     QueueEntry,
-    Slot,
     SlotStatus,
 )
 from ledger.persistence import QueueRow
 from ledger.service import lag_seconds
-from projections import AuditRecord, Interval, Lag, PoolStats, QueueStats, SlotAt, SlotState
+from projections import Lag
 from projections.inputs import utc
 
 __all__ = [
@@ -86,7 +85,14 @@ Instant = Annotated[datetime, AfterValidator(_instant)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """Responses, read from the domain's and the read models' objects by attribute
+    (``validation_alias`` names the attribute where the API's name differs)."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    @classmethod
+    def of(cls, source: object) -> Self:
+        return cls.model_validate(source)
 
 
 class _Request(BaseModel):
@@ -133,7 +139,7 @@ class FailIn(_Request):
 
 
 class SlotOut(_Model):
-    slot_id: UUID
+    slot_id: UUID = Field(validation_alias=AliasChoices("slot_id", "id"))
     name: str
     pool: str
     platform: str
@@ -148,27 +154,6 @@ class SlotOut(_Model):
     recovery_attempts: int
     retired: bool
     version: int
-
-    @classmethod
-    def of(cls, slot: Slot | SlotState) -> SlotOut:
-        """From the aggregate (after a command) or its projected row (for queries)."""
-        return cls(
-            slot_id=slot.id if isinstance(slot, Slot) else slot.slot_id,
-            name=slot.name,
-            pool=slot.pool,
-            platform=slot.platform,
-            status=slot.status,
-            status_since=slot.status_since,
-            bot_id=slot.bot_id,
-            lease=slot.lease,
-            coolify_uuid=slot.coolify_uuid,
-            deployment_uuid=slot.deployment_uuid,
-            last_used=slot.last_used,
-            last_error=slot.last_error,
-            recovery_attempts=slot.recovery_attempts,
-            retired=slot.retired,
-            version=slot.version,
-        )
 
 
 class QueuedOut(_Model):
@@ -207,25 +192,13 @@ class PoolStatsOut(_Model):
     deploying: int
     busy: int
     error: int
-    maxSize: int  # the seed's camel-case name
-
-    @classmethod
-    def of(cls, stats: PoolStats) -> PoolStatsOut:
-        return cls.model_validate(stats.as_dict())
+    maxSize: int = Field(validation_alias=AliasChoices("maxSize", "max_size"))  # the seed's name
 
 
 class QueueStatsOut(_Model):
     length: int
     oldest_queued_at: datetime | None
     average_wait_s: float | None = Field(description="Mean enqueue-to-dispatch time.")
-
-    @classmethod
-    def of(cls, stats: QueueStats) -> QueueStatsOut:
-        return cls(
-            length=stats.length,
-            oldest_queued_at=stats.oldest_queued_at,
-            average_wait_s=stats.average_wait_s,
-        )
 
 
 class QueueEntryOut(_Model):
@@ -259,17 +232,6 @@ class SlotAtOut(_Model):
     since: datetime
     bot_id: str | None
 
-    @classmethod
-    def of(cls, slot: SlotAt) -> SlotAtOut:
-        return cls(
-            slot_id=slot.slot_id,
-            name=slot.name,
-            platform=slot.platform,
-            status=slot.status,
-            since=slot.since,
-            bot_id=slot.bot_id,
-        )
-
 
 class PoolAtOut(_Model):
     at: datetime
@@ -289,43 +251,19 @@ class EventOut(_Model):
     actor: str | None
     correlation_id: str | None
     reason: str | None
-    data: dict[str, Any]
-
-    @classmethod
-    def of(cls, record: AuditRecord) -> EventOut:
-        return cls(
-            position=record.position,
-            type=record.type,
-            occurred_at=record.occurred_at,
-            originator_id=record.originator_id,
-            originator_version=record.originator_version,
-            slot_id=record.slot_id,
-            bot_id=record.bot_id,
-            actor=record.actor,
-            correlation_id=record.correlation_id,
-            reason=record.reason,
-            data=record.fields,
-        )
+    data: dict[str, Any] = Field(validation_alias="fields")
 
 
 class IntervalOut(_Model):
     status: SlotStatus
-    start: datetime
-    end: datetime | None = Field(description="None while the slot is still in this status.")
-    start_position: int
-    end_position: int | None
+    start: datetime = Field(validation_alias=AliasChoices("start", "from_ts"))
+    end: datetime | None = Field(
+        validation_alias=AliasChoices("end", "to_ts"),
+        description="None while the slot is still in this status.",
+    )
+    start_position: int = Field(validation_alias=AliasChoices("start_position", "from_position"))
+    end_position: int | None = Field(validation_alias=AliasChoices("end_position", "to_position"))
     bot_id: str | None
-
-    @classmethod
-    def of(cls, interval: Interval) -> IntervalOut:
-        return cls(
-            status=interval.status,
-            start=interval.from_ts,
-            end=interval.to_ts,
-            start_position=interval.from_position,
-            end_position=interval.to_position,
-            bot_id=interval.bot_id,
-        )
 
 
 class HistoryOut(_Model):
@@ -343,7 +281,7 @@ class LagOut(_Model):
     heartbeat_s: float | None = Field(description="Since the follower last read the log.")
 
     @classmethod
-    def of(cls, lag: Lag) -> LagOut:
+    def of_lag(cls, lag: Lag) -> LagOut:
         return cls(
             head=lag.head,
             position=lag.position,

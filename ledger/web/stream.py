@@ -65,7 +65,7 @@ def snapshot(service: Service) -> SnapshotOut:
         waiting=QueueEntryOut.listing(service.ledger.waiting()),
         slots=[SlotOut.of(s) for s in models.slots()],
         events=[EventOut.of(r) for r in recent_events(models)],
-        lag=LagOut.of(service.lag()),
+        lag=LagOut.of_lag(service.lag()),
     )
 
 
@@ -87,7 +87,7 @@ async def live_events(
             elif time.monotonic() - lag_sent >= lag_every_s:
                 lag = await run_in_threadpool(service.lag)
                 lag_sent = time.monotonic()
-                yield ServerSentEvent(LagOut.of(lag).model_dump_json(), event="lag")
+                yield ServerSentEvent(LagOut.of_lag(lag).model_dump_json(), event="lag")
         except Exception as e:
             log.warning("dashboard stream: cannot read the read models: %r", e)
             yield ServerSentEvent(json.dumps({"detail": type(e).__name__}), event="problem")
