@@ -123,6 +123,14 @@ class SlotLedger(Application[UUID]):
         self._group: GroupCommit | None = None
         self.clock = clock
 
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """With group commit, snapshots are taken beside the writer, not by it."""
+        if self._group is None:
+            super()._take_snapshots(processing_event)
+        else:
+            take = super()._take_snapshots
+            self._group.defer_snapshots(lambda: take(processing_event))
+
     def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
         """Hand the index rows of the saved aggregates to the recorder: same transaction."""
         rows = [index_row(a) for a in processing_event.aggregates.values()]

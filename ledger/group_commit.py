@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
@@ -73,6 +73,8 @@ class GroupCommit:
         self._cache: dict[UUID, Slot] = {}
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
+        # Snapshots reload and write a slot: off the writer, so no batch waits for them.
+        self._snapshots = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshots")
         self.batches = 0
         self.fallbacks = 0
 
@@ -92,9 +94,20 @@ class GroupCommit:
         self._jobs.put(job)
         return job.future.result()
 
+    def defer_snapshots(self, take: Callable[[], None]) -> None:
+        self._snapshots.submit(self._snapshot, take)
+
+    @staticmethod
+    def _snapshot(take: Callable[[], None]) -> None:
+        try:
+            take()
+        except Exception:  # a missed snapshot only makes the next load read more events
+            log.exception("snapshot failed")
+
     def close(self) -> None:
         self._jobs.put(None)
         self._thread.join(timeout=10)
+        self._snapshots.shutdown(wait=True)
 
     def _run(self) -> None:
         while True:
