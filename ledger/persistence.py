@@ -50,6 +50,7 @@ from ledger.domain import QueueStatus, SlotStatus
 
 __all__ = [
     "INDEX_ROWS",
+    "RECONNECT_S",
     "LedgerRecorder",
     "POPOLedgerFactory",
     "POPOLedgerRecorder",
@@ -423,6 +424,9 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder, _SQLIndexes):
         )
 
 
+RECONNECT_S = 2.0
+"""How long a connection pool keeps one reconnection attempt going (see above)."""
+
 DDL_LOCK_KEY = 0x51071ED6E4
 """Advisory lock key that serialises schema creation across processes."""
 
@@ -526,6 +530,10 @@ class PostgresLedgerFactory(PostgresFactory):
         connect_kwargs = self.datastore.pool.kwargs
         assert isinstance(connect_kwargs, dict)
         connect_kwargs["prepare_threshold"] = None
+        # The pool's reconnection delay doubles without bound while the server is down;
+        # giving up an attempt after RECONNECT_S lets the next request start a fresh one,
+        # so service resumes within seconds of the server's return, whatever the outage.
+        self.datastore.pool.reconnect_timeout = RECONNECT_S
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         with postgres_ddl_lock(self.datastore):

@@ -104,7 +104,9 @@ class Service:
     MAX_BEHIND_EVENTS = 1000
     """Readiness fails when the read models are further behind than this..."""
     MAX_HEARTBEAT_AGE_S = 15.0
-    """...or when their follower has not looked at the log for this long."""
+    """...or when their follower has not looked at the log for this long while they are
+    more than ``CURRENT_EVENTS`` behind."""
+    CURRENT_EVENTS = 10
 
     def __init__(
         self,
@@ -299,7 +301,10 @@ class Service:
         except Exception as e:
             return Readiness(False, [f"store unreachable: {type(e).__name__}"])
         problems = []
-        if lag.heartbeat_s is None or lag.heartbeat_s > self.MAX_HEARTBEAT_AGE_S:
+        silent = lag.heartbeat_s is None or lag.heartbeat_s > self.MAX_HEARTBEAT_AGE_S
+        if silent and lag.behind > self.CURRENT_EVENTS:
+            # A silent follower matters once the models fall behind the log's head (which
+            # is read from the store itself, so a frozen follower cannot look current).
             problems.append("the read model follower is not following the log")
         if lag.behind > self.MAX_BEHIND_EVENTS:
             problems.append(f"the read models are {lag.behind} events behind")

@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger.application import SlotLedger
 from ledger.errors import BadInput, ConfigurationError
+from ledger.persistence import RECONNECT_S
 from projections.errors import RebuildInProgress
 from projections.fold import Changes
 from projections.follower import Follower
@@ -145,6 +146,8 @@ class PostgresReadModels(ReadModels):
             kwargs={"autocommit": True},
             configure=_configure,
             name="slotledger-read-models",
+            timeout=5.0,
+            reconnect_timeout=RECONNECT_S,
             open=True,
         )
         super().__init__(
