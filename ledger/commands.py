@@ -162,12 +162,23 @@ def register_core(app: typer.Typer, ctx: Context) -> None:
         host: str = "127.0.0.1",
         port: int = 8765,
         deploy_delay: Annotated[float, typer.Option(min=0)] = 2.0,
+        delete_delay: Annotated[float, typer.Option(min=0)] = 1.0,
+        rate_limit: Annotated[
+            int, typer.Option(min=0, help="Requests per minute per token; 0 turns it off.")
+        ] = 200,
         token: Annotated[str, typer.Option(envvar="LEDGER_COOLIFY_TOKEN")] = "",
     ) -> None:
         """Serve the fake Coolify API (tests and the demo)."""
         from ledger.coolify import fake
 
-        fake.main(host, port, token=token or fake.DEFAULT_TOKEN, deploy_delay=deploy_delay)
+        fake.main(
+            host,
+            port,
+            token=token or fake.DEFAULT_TOKEN,
+            deploy_delay=deploy_delay,
+            delete_delay=delete_delay,
+            rate_limit=rate_limit,
+        )
 
 
 def register_all(app: typer.Typer) -> None:
