@@ -7,6 +7,7 @@ one transaction. Conflicts (another process wrote first) surface as the library'
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from ledger.errors import (
     BotAlreadyQueued,
     BotNotFound,
     ConcurrencyExhausted,
+    Conflict,
     IllegalTransition,
     NoIdleSlot,
     SlotNotFound,
@@ -37,14 +39,45 @@ if TYPE_CHECKING:
 
 from ledger.persistence import INDEX_ROWS, IndexRow, LedgerRecorder, QueueRow, SlotRow
 
-__all__ = ["Clock", "Outcome", "SlotLedger", "new_correlation_id", "slot_row"]
+__all__ = [
+    "Clock",
+    "Outcome",
+    "SlotLedger",
+    "already_holds",
+    "holds_no_slot",
+    "new_correlation_id",
+    "no_idle_slot",
+    "not_queued",
+    "slot_row",
+]
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
+CANCELLED = "cancelled by the requester"
 
 
 def new_correlation_id() -> str:
     return uuid4().hex
+
+
+# The refusals that group commit decides too: one wording, wherever they are decided.
+
+
+def holds_no_slot(bot_id: str) -> BotNotFound:
+    return BotNotFound(f"bot {bot_id!r} holds no slot")
+
+
+def not_queued(bot_id: str) -> BotNotFound:
+    return BotNotFound(f"bot {bot_id!r} is not waiting in the queue")
+
+
+def already_holds(bot_id: str, slot_name: str) -> BotAlreadyHoldsSlot:
+    return BotAlreadyHoldsSlot(f"bot {bot_id!r} already holds slot {slot_name}")
+
+
+def no_idle_slot(pool: str, platform: str | None) -> NoIdleSlot:
+    where = f" for platform {platform}" if platform else ""
+    return NoIdleSlot(f"no idle slot in pool {pool}{where}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +131,7 @@ class SlotLedger(Application[UUID]):
     name = "SlotLedger"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Slot: 50, Pool: 50}
     ACQUIRE_CANDIDATES: ClassVar[int] = 8
+    LEASE_PAGE: ClassVar[int] = 50
 
     def __init__(
         self,
@@ -169,8 +203,31 @@ class SlotLedger(Application[UUID]):
     def slot_of_bot(self, bot_id: str) -> SlotRow:
         row = self.index.slot_for_bot(check_bot_id(bot_id))
         if row is None:
-            raise BotNotFound(f"bot {bot_id!r} holds no slot")
+            raise holds_no_slot(bot_id)
         return row
+
+    def holding(self, bot_id: str) -> QueueRow | SlotRow | None:
+        """What a bot holds at this moment: its waiting queue entry, else its slot.
+
+        The entry is read first: a dispatch ends the entry and acquires the slot in one
+        transaction, so a bot seen without a waiting entry is then seen with the slot it
+        was given, unless it gave that slot back since. Read the other way round, a
+        dispatch between the two reads would show a bot that holds nothing."""
+        check_bot_id(bot_id)
+        return self.index.waiting_entry_for_bot(bot_id) or self.index.slot_for_bot(bot_id)
+
+    def lease_correlation_id(self, slot_id: UUID) -> str | None:
+        """The correlation id of the request that began the slot's current lease (its
+        latest ``SlotAcquired``), read from the slot's newest events backwards."""
+        lte: int | None = None
+        while True:
+            page = list(self.events.get(slot_id, lte=lte, desc=True, limit=self.LEASE_PAGE))
+            for event in page:
+                if isinstance(event, Slot.SlotAcquired):
+                    return event.correlation_id
+            if len(page) < self.LEASE_PAGE:
+                return None
+            lte = page[-1].originator_version - 1
 
     def slots(self, *, include_retired: bool = False) -> list[SlotRow]:
         return self.index.slot_rows(self.pool_name, include_retired=include_retired)
@@ -205,6 +262,7 @@ class SlotLedger(Application[UUID]):
         check_platform(platform)
         if acquire_for is not None:
             self._refuse_if_holding(acquire_for)
+            self._refuse_if_queued(acquire_for)
         cid = correlation_id or new_correlation_id()
 
         def attempt() -> Outcome:
@@ -238,7 +296,9 @@ class SlotLedger(Application[UUID]):
         actor: str = "api",
         correlation_id: str | None = None,
     ) -> Outcome:
-        """Take the least recently used idle slot for a bot: idle -> deploying."""
+        """Take the least recently used idle slot for a bot: idle -> deploying. A bot
+        waiting in the queue is refused: it holds at most one slot or one entry."""
+        self._refuse_if_queued(bot_id)
         cid = correlation_id or new_correlation_id()
         if self._group is not None:
             return self._group.submit(
@@ -270,8 +330,7 @@ class SlotLedger(Application[UUID]):
                 self.pool_name, platform, self.ACQUIRE_CANDIDATES
             )
             if not candidates:
-                where = f" for platform {platform}" if platform else ""
-                raise NoIdleSlot(f"no idle slot in pool {self.pool_name}{where}")
+                raise no_idle_slot(self.pool_name, platform)
             row = candidates[0] if attempt == 0 else random.choice(candidates)
             slot = self.get_slot(row.slot_id)
             if slot.retired or slot.status != row.status:
@@ -330,6 +389,48 @@ class SlotLedger(Application[UUID]):
                 "release", bot_id, platform=None, actor=actor, correlation_id=cid
             )
         return self.release_now(bot_id, actor=actor, correlation_id=cid)
+
+    def release_or_cancel(
+        self,
+        bot_id: str,
+        *,
+        before_release: Callable[[SlotRow], Outcome | None] | None = None,
+        actor: str = "api",
+        correlation_id: str | None = None,
+    ) -> Outcome | QueueEntry:
+        """End whatever the bot holds at this moment: cancel its waiting queue entry,
+        release its slot (both, should it hold both).
+
+        Each decision is taken against the state just read; one that loses a race (the
+        entry was dispatched meanwhile, the slot released or moved on) is taken again
+        against the new state, so a release never answers "already dispatched" while
+        the bot keeps the slot it was dispatched. A bot that holds nothing is
+        :class:`BotNotFound`, so repeating a release changes nothing.
+        ``before_release`` runs before a slot is released (the deployer stops the
+        container there); an outcome from it (the slot failed instead) is the answer."""
+        cid = correlation_id or new_correlation_id()
+        cancelled: QueueEntry | None = None
+        for _ in range(self.max_attempts):
+            held = self.holding(bot_id)
+            if held is None:
+                if cancelled is not None:
+                    return cancelled
+                raise BotNotFound(f"bot {bot_id!r} holds no slot and waits in no queue")
+            if isinstance(held, QueueRow):
+                with contextlib.suppress(IllegalTransition):  # dispatched or expired since
+                    cancelled = self._cancel(held.entry_id, CANCELLED, actor, cid)
+                continue  # decide again: the bot may also hold a slot, or hold one now
+            answer = before_release(held) if before_release is not None else None
+            if answer is not None:
+                return answer
+            try:
+                return self.release(bot_id, actor=actor, correlation_id=cid)
+            except (BotNotFound, Conflict):
+                if self.index.slot_for_bot(bot_id) == held:
+                    raise  # refused by the slot's current state, not by a lost race
+        raise ConcurrencyExhausted(
+            f"release of bot {bot_id!r} lost {self.max_attempts} races in a row; try again"
+        )
 
     def release_now(
         self, bot_id: str, *, actor: str = "api", correlation_id: str | None = None
@@ -495,29 +596,37 @@ class SlotLedger(Application[UUID]):
     def queue_entry_of_bot(self, bot_id: str) -> QueueRow:
         row = self.index.waiting_entry_for_bot(check_bot_id(bot_id))
         if row is None:
-            raise BotNotFound(f"bot {bot_id!r} is not waiting in the queue")
+            raise not_queued(bot_id)
         return row
 
     def queue_position(self, bot_id: str) -> int:
-        """1-based place among the waiting entries that compete for the same slots."""
-        mine = self.queue_entry_of_bot(bot_id)
-        ahead = [
-            r
-            for r in self.waiting()
-            if r.platform in (None, mine.platform) or mine.platform is None
-        ]
-        return next(i for i, r in enumerate(ahead, 1) if r.entry_id == mine.entry_id)
+        """1-based place among the waiting entries that compete for the same slots.
+
+        One read of the queue: the entry and those ahead of it come from the same
+        moment, so an entry dispatched meanwhile is :class:`BotNotFound`, never a
+        place that cannot be found."""
+        waiting = self.waiting()
+        for place, mine in enumerate(waiting):
+            if mine.bot_id == bot_id:
+                ahead = waiting[:place]
+                return 1 + sum(
+                    1 for r in ahead if mine.platform is None or r.platform in (None, mine.platform)
+                )
+        raise not_queued(bot_id)
 
     def cancel_queued(
         self,
         bot_id: str,
-        reason: str = "cancelled by the requester",
+        reason: str = CANCELLED,
         *,
         actor: str = "api",
         correlation_id: str | None = None,
     ) -> QueueEntry:
         cid = correlation_id or new_correlation_id()
-        entry_id = self.queue_entry_of_bot(bot_id).entry_id
+        return self._cancel(self.queue_entry_of_bot(bot_id).entry_id, reason, actor, cid)
+
+    def _cancel(self, entry_id: UUID, reason: str, actor: str, cid: str) -> QueueEntry:
+        """IllegalTransition once the entry no longer waits."""
 
         def attempt() -> QueueEntry:
             entry: QueueEntry = self.repository.get(entry_id)
@@ -590,8 +699,21 @@ class SlotLedger(Application[UUID]):
                 if entry.status is not QueueStatus.WAITING:
                     return None  # another dispatcher, expiry or cancel ended it
             except IntegrityError:
-                pass
+                held = self.index.slot_for_bot(entry.bot_id)
+                if held is not None:
+                    self._end_entry_of_holder(entry, held, actor)
+                    return None
         return None
+
+    def _end_entry_of_holder(self, entry: QueueEntry, held: SlotRow, actor: str) -> None:
+        """Cancel the waiting entry of a bot that holds a slot: it could never be
+        dispatched (a bot holds one slot), and retrying it on every drain would cost a
+        refused transaction each time until it expired. The checks before acquiring and
+        before enqueueing refuse such a pair, but two first requests of one bot can still
+        pass them at once."""
+        reason = f"bot {entry.bot_id!r} already holds slot {held.name}"
+        with contextlib.suppress(IllegalTransition):  # ended meanwhile: nothing to do
+            self._cancel(entry.id, reason, actor, entry.correlation_id)
 
     # --- internals ---------------------------------------------------------------------
 
@@ -602,7 +724,7 @@ class SlotLedger(Application[UUID]):
     def _refuse_if_holding(self, bot_id: str) -> None:
         held = self.index.slot_for_bot(check_bot_id(bot_id))
         if held is not None:
-            raise BotAlreadyHoldsSlot(f"bot {bot_id!r} already holds slot {held.name}")
+            raise already_holds(bot_id, held.name)
 
     def _admit(
         self,

@@ -65,8 +65,17 @@ def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> d
         # The library retries a failed command 10 times, each waiting this long for a
         # connection: a short wait makes commands fail during an outage, not hang.
         "POSTGRES_CONNECT_TIMEOUT": "1",
+        # Every checkout is checked first, so the sessions of a restarted or purged
+        # server are replaced as they come up instead of failing a command each.
+        "POSTGRES_PRE_PING": "y",
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
     }
+
+
+FOLLOWER_POOL_SIZE = 1
+FOLLOWER_MAX_OVERFLOW = 1
+"""A follower's tracking recorder runs one statement at a time: its pool stays small
+whatever ``LEDGER_POSTGRES_POOL_SIZE`` is (README: connections per process)."""
 
 
 def follower_env(store: StoreConfig, name: str, settings: Settings | None = None) -> dict[str, str]:
@@ -75,6 +84,9 @@ def follower_env(store: StoreConfig, name: str, settings: Settings | None = None
     env = eventsourcing_env(store, settings)
     if isinstance(store, SQLiteStore) and store.path != ":memory:":
         env["SQLITE_DBNAME"] = store.sibling(name.lower())
+    if isinstance(store, PostgresStore):
+        env["POSTGRES_POOL_SIZE"] = str(FOLLOWER_POOL_SIZE)
+        env["POSTGRES_MAX_OVERFLOW"] = str(FOLLOWER_MAX_OVERFLOW)
     return env
 
 

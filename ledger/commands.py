@@ -1,4 +1,4 @@
-"""The core CLI commands, and the registration of every other command group.
+"""The core CLI commands, and the :class:`Context` every command group shares.
 
 Each command builds only what it needs through :class:`Context` (settings first, so a bad
 setting fails fast with exit 2), then calls one application method.
@@ -11,17 +11,17 @@ from typing import Annotated
 
 import typer
 
-from ledger import policy_cli
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_coolify, build_deployer, build_ledger
-from ledger.cli import JsonOption, emit, run_guarded
 from ledger.coolify import CoolifyClient
-from ledger.deploy import Acquired, CoolifySlotRuntime, SlotDeployer
+from ledger.deploy import Acquired, SlotDeployer
 from ledger.invariants import check_events, iter_log
+from ledger.output import JsonOption, emit, run_guarded
 from ledger.settings import Settings, load_settings
-from ledger.web.cli import register as register_web
+from projections.bootstrap import build_read_models
+from projections.readmodels import ReadModels
 
-__all__ = ["Context", "register_all"]
+__all__ = ["Context", "register"]
 
 
 class Context:
@@ -43,8 +43,23 @@ class Context:
     def deployer(self) -> SlotDeployer:
         return build_deployer(self.settings, self.ledger, self.coolify)
 
+    @cached_property
+    def read_models(self) -> ReadModels:
+        return build_read_models(self.settings, self.ledger)
 
-def register_core(app: typer.Typer, ctx: Context) -> None:
+    def close(self) -> None:
+        """Close what this invocation built (nothing, for ``--help``) and forget it, so a
+        next invocation of the same app (tests run many in one process) builds afresh."""
+        built = vars(self)
+        for name in ("read_models", "ledger", "coolify"):
+            if name in built:
+                built[name].close()
+        built.clear()
+
+
+def register(app: typer.Typer, ctx: Context) -> None:
+    """Add the operator commands (provision, acquire, ...), ``check`` and ``fake-coolify``."""
+
     @app.command()
     def provision(
         platform: Annotated[str, typer.Option(help="Platform of the new slots.")] = "",
@@ -179,10 +194,3 @@ def register_core(app: typer.Typer, ctx: Context) -> None:
             delete_delay=delete_delay,
             rate_limit=rate_limit,
         )
-
-
-def register_all(app: typer.Typer) -> None:
-    ctx = Context()
-    register_core(app, ctx)
-    policy_cli.register(app, lambda: (ctx.ledger, CoolifySlotRuntime(ctx.coolify), ctx.settings))
-    register_web(app, ctx)

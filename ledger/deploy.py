@@ -17,6 +17,8 @@ unreliable): in-process on SQLite, PostgreSQL advisory locks across processes ot
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -24,8 +26,9 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -39,22 +42,29 @@ from ledger.coolify import (
     DeploymentStatus,
     EnvVar,
 )
-from ledger.domain import QueueEntry, Slot, SlotStatus, check_bot_id
+from ledger.domain import QueueEntry, Slot, SlotStatus
 from ledger.errors import (
+    BadInput,
+    BotAlreadyHoldsSlot,
     BotAlreadyQueued,
     BotNotFound,
+    ConcurrencyExhausted,
     Conflict,
     NoIdleSlot,
     PoolFull,
     SlotLedgerError,
     StaleLease,
+    StoreUnavailable,
 )
+from ledger.loops import log_failure
+from ledger.persistence import SlotRow, connect_session, store_unavailable
 
 __all__ = [
     "Acquired",
     "CoolifySlotRuntime",
     "DeployFailed",
     "DeployPermits",
+    "IdempotencyKeyReused",
     "LocalDeployPermits",
     "PostgresDeployPermits",
     "Queued",
@@ -64,6 +74,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("ledger.deploy")
+
+_SETTLED_LATER = (
+    "the slot stays deploying until its bot's heartbeat starts it"
+    " or, once the store answers, the stale-deploying policy fails it for recovery"
+)
+"""What becomes of a deploy that the store's outage interrupted: nothing is lost, since
+the ledger's state is the store's, and the lifecycle's own rules settle it."""
 
 
 class DeployFailed(SlotLedgerError):
@@ -75,6 +92,26 @@ class DeployFailed(SlotLedgerError):
     def __init__(self, detail: str, reason_code: str) -> None:
         super().__init__(detail)
         self.reason_code = reason_code
+
+
+class IdempotencyKeyReused(BadInput):
+    """An idempotency key came back with a different request for the same bot."""
+
+    code = "idempotency_key_reused"
+
+
+KEY_DIGITS = 16
+"""A keyed request's correlation id: this many hex digits of the key's digest, then as
+many of the request's."""
+
+
+def keyed_correlation_id(idempotency_key: str, request: dict[str, Any]) -> str:
+    """The correlation id of a request made under an idempotency key: a retry carries
+    the id of the request it repeats, and the same key with another request differs
+    from it only after the key's digits."""
+    key = hashlib.sha256(idempotency_key.encode()).hexdigest()[:KEY_DIGITS]
+    body = json.dumps(request, sort_keys=True, separators=(",", ":"))
+    return key + hashlib.sha256(body.encode()).hexdigest()[:KEY_DIGITS]
 
 
 @dataclass(frozen=True)
@@ -90,20 +127,25 @@ class SlotTemplate:
 
 @dataclass(frozen=True)
 class Acquired:
-    """The request got a slot; it is ``deploying`` until the container runs."""
+    """The request got a slot; it is ``deploying`` until the container runs.
+    ``existing``: the bot held it already (a repeated request), nothing was written."""
 
     slot: Slot
     position: int
     task: Future[None] | None = None
+    existing: bool = False
 
 
 @dataclass(frozen=True)
 class Queued:
-    """The pool is full: the request waits in the queue."""
+    """The pool is full: the request waits in the queue at ``position``; 0 when the
+    entry no longer waits, or its place could not be read once it was written.
+    ``log_position`` is a log position that includes the entry (0: none known)."""
 
     entry: QueueEntry
     position: int
     estimated_wait_ms: int
+    log_position: int = 0
 
 
 class DeployPermits(ABC):
@@ -133,29 +175,106 @@ class LocalDeployPermits(DeployPermits):
 
 class PostgresDeployPermits(DeployPermits):
     """Permits as PostgreSQL session advisory locks, shared by every process: a crashed
-    holder's connection closes and its permit frees itself."""
+    holder's session closes and its permits free themselves.
+
+    One session per process holds all of this process's permits, so a process never
+    uses more than one connection for them however many deploys run or wait; a waiter
+    sleeps between tries without holding any connection. Advisory locks are re-entrant
+    within a session, so which keys this process holds is kept here too. A session
+    that dies takes its locks with it: the next try opens a new one and takes back the
+    keys still held here (a key another process took meanwhile stays shared until
+    released, and the cap is briefly exceeded, which is logged)."""
+
+    _TAKE = "SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k) LIMIT 1"
 
     def __init__(self, conninfo: str, limit: int, namespace: int, poll_s: float = 0.1) -> None:
         self._conninfo = conninfo
         self._keys = [namespace * 1000 + i for i in range(limit)]
         self._poll_s = poll_s
+        self._local = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._held: set[int] = set()
 
     @contextmanager
     def hold(self, timeout: float) -> Iterator[None]:
         deadline = time.monotonic() + timeout
-        with psycopg.connect(self._conninfo, autocommit=True) as conn:
-            while True:
-                for key in self._keys:
-                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-                    if row and row[0]:
-                        try:
-                            yield
-                        finally:
-                            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-                        return
-                if time.monotonic() > deadline:
-                    raise DeployFailed("no deployment permit within the timeout", "deploy_capacity")
-                time.sleep(self._poll_s)
+        if not self._local.acquire(timeout=timeout):
+            raise DeployFailed("no deployment permit within the timeout", "deploy_capacity")
+        try:
+            key = self._wait_for_key(deadline)
+            try:
+                yield
+            finally:
+                self._give_back(key)
+        finally:
+            self._local.release()
+
+    def _wait_for_key(self, deadline: float) -> int:
+        """Try, then sleep without a connection; the store failing counts as "not yet"
+        until the deadline, since it usually answers again within seconds."""
+        failure: StoreUnavailable | None = None
+        while True:
+            try:
+                key = self._try_take()
+            except psycopg.Error as e:
+                if failure is None:
+                    log.warning("deploy permits: %s; retrying", " ".join(str(e).split()))
+                failure = store_unavailable(e) or StoreUnavailable(f"deploy permits: {e}")
+            else:
+                if key is not None:
+                    return key
+                failure = None
+            if time.monotonic() > deadline:
+                if failure is not None:
+                    raise failure
+                raise DeployFailed("no deployment permit within the timeout", "deploy_capacity")
+            time.sleep(self._poll_s)
+
+    def _try_take(self) -> int | None:
+        """One statement on the shared session: the first free key, locked, or None."""
+        with self._lock:
+            try:
+                conn = self._session()
+                free = [k for k in self._keys if k not in self._held]
+                row = conn.execute(self._TAKE, (free,)).fetchone()
+            except psycopg.Error:
+                self._drop_session()
+                raise
+            if row is None:
+                return None
+            key = int(row[0])
+            self._held.add(key)
+            return key
+
+    def _give_back(self, key: int) -> None:
+        with self._lock:
+            self._held.discard(key)
+            if self._conn is None or self._conn.closed:
+                return  # the session died: the lock went with it
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except psycopg.Error as e:
+                reason = " ".join(str(e).split())
+                log.warning("deploy permits: unlock failed (%s); the session is dropped", reason)
+                self._drop_session()
+
+    def _session(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The live session; a new one takes back the keys this process still holds."""
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._conn = connect_session(self._conninfo, "deploy permits")
+        for key in sorted(self._held):
+            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if not (row and row[0]):
+                log.warning("deploy permits: permit %d was taken while disconnected", key)
+        return self._conn
+
+    def _drop_session(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(psycopg.Error):
+                conn.close()
 
 
 class ReleaseRate:
@@ -226,6 +345,8 @@ class SlotDeployer:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deploy")
         self._tasks: set[Future[None]] = set()
         self._tasks_lock = threading.Lock()
+        self.failed_deploys = 0
+        """Deploys that ended with the slot failed, for ``/metrics`` and ``/readyz``."""
 
     # --- requests ----------------------------------------------------------------------
 
@@ -238,14 +359,56 @@ class SlotDeployer:
         queue_timeout_s: float | None = None,
         config: dict[str, str] | None = None,
         correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Acquired | Queued:
         """A slot for a bot: idle, else new while under max size, else a queue entry.
-        Requests never overtake waiting ones of the same platform."""
-        cid = correlation_id or new_correlation_id()
+        Requests never overtake waiting ones of the same platform.
+
+        Repeating a request is safe: a bot that already holds a slot or waits in the
+        queue gets that slot or that entry, and nothing is written. An
+        ``idempotency_key`` names the request (it becomes the correlation id): the same
+        key with a different request for the bot is :class:`IdempotencyKeyReused`."""
         config = config or {}
-        platform = platform or self.ledger.default_platform
-        if self.ledger.index.waiting_entry_for_bot(check_bot_id(bot_id)) is not None:
-            raise BotAlreadyQueued(f"bot {bot_id!r} already waits in the queue")
+        if idempotency_key is not None:
+            request: dict[str, Any] = {
+                "bot_id": bot_id,
+                "platform": platform,
+                "priority": priority,
+                "queue_timeout_s": queue_timeout_s,
+                "config": config,
+            }
+            correlation_id = keyed_correlation_id(idempotency_key, request)
+        cid = correlation_id or new_correlation_id()
+        for _ in range(self.ledger.max_attempts):
+            held = self._held(bot_id, existing=True)
+            if held is not None:
+                if idempotency_key is not None:
+                    self._check_key(held, bot_id, cid)
+                return held
+            try:
+                return self._new_request(
+                    bot_id,
+                    platform or self.ledger.default_platform,
+                    priority,
+                    queue_timeout_s or self.queue_timeout_s,
+                    config,
+                    cid,
+                )
+            except (BotAlreadyHoldsSlot, BotAlreadyQueued):
+                continue  # a concurrent request of this bot came first: answer with its result
+        raise ConcurrencyExhausted(
+            f"request of bot {bot_id!r} lost {self.ledger.max_attempts} races in a row; try again"
+        )
+
+    def _new_request(
+        self,
+        bot_id: str,
+        platform: str,
+        priority: int,
+        queue_timeout_s: float,
+        config: dict[str, str],
+        cid: str,
+    ) -> Acquired | Queued:
         if not self._queue_ahead(platform):
             try:
                 outcome = self._take_slot(bot_id, platform, cid)
@@ -258,33 +421,58 @@ class SlotDeployer:
             bot_id,
             platform=platform,
             priority=priority,
-            timeout_s=queue_timeout_s or self.queue_timeout_s,
+            timeout_s=queue_timeout_s,
             config=config,
             correlation_id=cid,
         )
-        # A slot may have freed up meanwhile: this very entry may be dispatched now,
-        # here or by another process, and then the bot holds a slot, not a place.
-        mine = self.drain().get(entry.id)
-        if mine is not None:
-            return mine
+        return self._after_enqueue(entry)
+
+    def _after_enqueue(self, entry: QueueEntry) -> Acquired | Queued:
+        """The answer once the entry is written, which must not be an error: the entry
+        stands and may be dispatched any moment, here or by another process. A slot may
+        have freed up meanwhile, so this entry is offered to it first. What cannot be
+        read now is left out of the answer (position 0); repeating the request reads it."""
         try:
-            return self.queued(entry)
-        except BotNotFound:
-            return self._ended_meanwhile(entry.id)
+            mine = self.drain().get(entry.id)
+            if mine is not None:
+                return mine
+            return self._held(entry.bot_id, existing=False) or Queued(entry, 0, 0)
+        except Exception:  # the commit stands whatever failed after it
+            log.warning("bot %r is queued; its answer lacks its place", entry.bot_id, exc_info=True)
+            return Queued(entry, 0, 0)
 
-    def _ended_meanwhile(self, entry_id: UUID) -> Acquired | Queued:
-        """The entry left the queue between enqueueing and answering: another drain
-        dispatched it (the slot, as it now is), or it expired or was cancelled."""
-        entry: QueueEntry = self.ledger.repository.get(entry_id)
-        position = self.ledger.recorder.max_notification_id() or 0
-        if entry.slot_id is not None:
-            return Acquired(self.ledger.get_slot(entry.slot_id), position)
-        return Queued(entry, 0, 0)
+    def _held(self, bot_id: str, *, existing: bool) -> Acquired | Queued | None:
+        """The answer from what the bot holds now (see ``SlotLedger.holding``), or None
+        when it holds nothing. An entry dispatched between the reads is read again."""
+        for _ in range(self.ledger.max_attempts):
+            held = self.ledger.holding(bot_id)
+            if held is None:
+                return None
+            head = self.ledger.recorder.max_notification_id() or 0
+            if isinstance(held, SlotRow):
+                return Acquired(self.ledger.get_slot(held.slot_id), head, existing=existing)
+            try:
+                return self.queued(self.ledger.repository.get(held.entry_id), head)
+            except BotNotFound:
+                continue
+        raise ConcurrencyExhausted(f"bot {bot_id!r} moved on too often to be answered; try again")
 
-    def queued(self, entry: QueueEntry) -> Queued:
+    def _check_key(self, held: Acquired | Queued, bot_id: str, cid: str) -> None:
+        """Refuse a key that made the bot's slot or entry for a different request."""
+        if isinstance(held, Queued):
+            made_by: str | None = held.entry.correlation_id
+        else:
+            made_by = self.ledger.lease_correlation_id(held.slot.id)
+        if made_by is not None and made_by[:KEY_DIGITS] == cid[:KEY_DIGITS] and made_by != cid:
+            raise IdempotencyKeyReused(
+                f"this Idempotency-Key was used for bot {bot_id!r} with a different request"
+            )
+
+    def queued(self, entry: QueueEntry, log_position: int = 0) -> Queued:
+        """The entry's place in the queue; :class:`BotNotFound` once it left the queue."""
         position = self.ledger.queue_position(entry.bot_id)
         wait = self.releases.estimated_wait_ms(position, len(self.ledger.slots()))
-        return Queued(entry, position, wait)
+        return Queued(entry, position, wait, log_position)
 
     def _queue_ahead(self, platform: str) -> bool:
         return any(r.platform in (None, platform) for r in self.ledger.waiting())
@@ -296,17 +484,14 @@ class SlotDeployer:
             return self.ledger.provision(platform, acquire_for=bot_id, correlation_id=cid)
 
     def release(self, bot_id: str, *, correlation_id: str | None = None) -> Outcome | QueueEntry:
-        """Stop the bot's container, then release its slot (or cancel its queue entry).
-        A failed stop leaves the slot in ``error`` with Coolify's reason."""
+        """End what the bot holds at this moment (``SlotLedger.release_or_cancel``):
+        stop its container and release its slot, or cancel its queue entry. A failed
+        stop leaves the slot in ``error`` with Coolify's reason."""
         cid = correlation_id or new_correlation_id()
-        try:
-            row = self.ledger.slot_of_bot(bot_id)
-        except BotNotFound:
-            try:
-                return self.ledger.cancel_queued(bot_id, correlation_id=cid)
-            except BotNotFound:
-                raise BotNotFound(f"bot {bot_id!r} holds no slot and waits in no queue") from None
-        if row.coolify_uuid is not None:
+
+        def stop_container(row: SlotRow) -> Outcome | None:
+            if row.coolify_uuid is None:
+                return None
             try:
                 self.coolify.stop(row.coolify_uuid)
             except CoolifyNotFound:
@@ -315,10 +500,18 @@ class SlotDeployer:
                 return self.ledger.fail(
                     row.slot_id, f"stop failed: {e}", reason_code="stop_failed", correlation_id=cid
                 )
-        outcome = self.ledger.release(bot_id, correlation_id=cid)
-        self.releases.record()
-        self.drain()
-        return outcome
+            return None
+
+        result = self.ledger.release_or_cancel(
+            bot_id, before_release=stop_container, correlation_id=cid
+        )
+        if isinstance(result, Outcome) and result.slot.status is SlotStatus.IDLE:
+            self.releases.record()
+            try:
+                self.drain()
+            except Exception:  # the release is committed; the periodic drain will run
+                log.warning("drain after the release of bot %r failed", bot_id, exc_info=True)
+        return result
 
     def drain(self) -> dict[UUID, Acquired]:
         """Give free capacity to waiting requests, as many as it allows; returns what
@@ -352,6 +545,11 @@ class SlotDeployer:
         with self._tasks_lock:
             self._tasks.discard(task)
 
+    def running_deploys(self) -> int:
+        """Deploys in flight now (their health, with ``failed_deploys``)."""
+        with self._tasks_lock:
+            return len(self._tasks)
+
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Wait for background deploys (tests, shutdown)."""
         deadline = time.monotonic() + timeout
@@ -381,17 +579,27 @@ class SlotDeployer:
             self._fail(slot_id, lease, e.detail, e.reason_code, cid)
         except CoolifyError as e:
             self._fail(slot_id, lease, str(e), f"coolify_{e.status or 'unavailable'}", cid)
-        except Exception:  # a bug must not leave the slot deploying until the policy runs
+        except Exception as e:
+            if store_unavailable(e) is not None:
+                log_failure(log, f"deploy of slot {slot_id} lease {lease}", e, _SETTLED_LATER)
+                return
             log.exception("deploy of slot %s failed unexpectedly", slot_id)
+            # A bug must not leave the slot deploying until the policy runs.
             self._fail(slot_id, lease, "internal error during deploy", "internal_error", cid)
 
     def _fail(self, slot_id: UUID, lease: int, reason: str, code: str, cid: str) -> None:
+        self.failed_deploys += 1
         try:
             self.ledger.fail(
                 slot_id, reason, reason_code=code, lease=lease, actor=self.actor, correlation_id=cid
             )
         except Conflict as e:
             log.info("slot %s lease %d already moved on; not failing it: %s", slot_id, lease, e)
+        except Exception as e:
+            if store_unavailable(e) is None:
+                raise
+            what = f"recording the failed deploy of slot {slot_id} lease {lease}"
+            log_failure(log, what, e, _SETTLED_LATER)
 
     def _prepare(
         self, slot_id: UUID, lease: int, bot_id: str, config: dict[str, str], cid: str

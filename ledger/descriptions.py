@@ -1,27 +1,37 @@
 """Coolify descriptions that mirror the ledger, in the seed's exact format.
 
-The mirror is a tracked follower of the event log: it reads the log from its own stored
-position, computes each touched slot's description from the slot's *current* state
-(so writing it twice is harmless), PATCHes Coolify, and only then advances its position.
-A Coolify outage delays updates and loses none: the position stays put and is retried.
+The mirror is a tracked consumer of the event log (:mod:`projections.follower` runs it):
+it computes each touched slot's description from the slot's *current* state (so writing
+it twice is harmless), PATCHes Coolify, and only then advances its position. A Coolify
+outage delays updates and loses none: the position stays put and is retried; a Coolify
+answer that refuses one slot's description for good (a 4xx other than auth and rate
+limits) is not an outage, so that event is parked like any event a consumer cannot take.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.persistence import InfrastructureFactory, TrackingRecorder
 from eventsourcing.utils import Environment
 
 from ledger.application import SlotLedger
 from ledger.coolify import CoolifyClient, CoolifyError, CoolifyNotFound, clean_description
 from ledger.domain import Slot, SlotStatus
+from ledger.loops import LoopHealth
 from ledger.persistence import SlotRow
+from projections.fold import Positioned
+from projections.follower import (
+    Companion,
+    LogFollower,
+    Parking,
+    RecorderTracker,
+    Standalone,
+    TrackedConsumer,
+)
 
 __all__ = ["DescriptionMirror", "describe", "iso_utc"]
 
@@ -49,10 +59,19 @@ def describe(slot: SlotRow, last_error: str | None) -> str:
     return clean_description(text)
 
 
-class DescriptionMirror:
-    """Keeps every slot's Coolify description equal to its ledger status."""
+_OUTAGE_STATUSES = frozenset({401, 403, 408, 429})
+"""Coolify answers that say nothing about one slot: a token problem, a timeout, rate limits."""
+
+
+class DescriptionMirror(TrackedConsumer):
+    """Keeps every slot's Coolify description equal to its ledger status.
+
+    Run by the process's read-model follower's :class:`Companion` when ``leader`` is
+    given (so one process mirrors at a time), else by a polling follower of its own."""
 
     NAME = "DescriptionMirror"
+    """Its tracking table's name (the library's, beside the events)."""
+    name = "description-mirror"
 
     def __init__(
         self,
@@ -61,40 +80,32 @@ class DescriptionMirror:
         tracking_env: dict[str, str],
         *,
         batch: int = 500,
-        sleep: Callable[[float], bool] | None = None,
+        leader: LogFollower | None = None,
+        parking: Parking | None = None,
     ) -> None:
-        self.ledger = ledger
-        self.coolify = coolify
         factory = InfrastructureFactory.construct(Environment(self.NAME, tracking_env))
         self.tracking: TrackingRecorder = factory.tracking_recorder()
+        super().__init__(ledger, RecorderTracker(self.tracking, ledger.name))
+        self.coolify = coolify
         self.batch = batch
-        self._stop = threading.Event()
-        self._sleep = sleep or self._stop.wait
-        self._thread: threading.Thread | None = None
-        self.failures = 0
-
-    @property
-    def position(self) -> int:
-        return self.tracking.max_tracking_id(self.ledger.name) or 0
-
-    def sync_once(self) -> int:
-        """Mirror one batch; returns how many events it advanced over (0 = caught up).
-        Raises the Coolify error that stopped it, leaving the position unchanged."""
-        start = self.position
-        notifications = self.ledger.recorder.select_notifications(
-            start, self.batch, inclusive_of_start=False
+        self.follower: LogFollower = (
+            Standalone(self, parking=parking, poll_interval=0.5, batch_size=batch)
+            if leader is None
+            else Companion(self, leader, parking=parking, batch_size=batch)
         )
-        if not notifications:
-            return 0
+
+    def handle(self, events: Sequence[Positioned]) -> None:
         touched: dict[UUID, None] = {}
-        for n in notifications:
-            event: Any = self.ledger.mapper.to_domain_event(n)
+        for _, event in events:
             if isinstance(event, Slot.SlotEvent):
                 touched[event.originator_id] = None
         for slot_id in touched:
             self._mirror(slot_id)
-        self.tracking.insert_tracking(Tracking(self.ledger.name, notifications[-1].id))
-        return len(notifications)
+
+    def is_outage(self, error: BaseException) -> bool:
+        if isinstance(error, CoolifyError):
+            return error.status is None or error.status >= 500 or error.status in _OUTAGE_STATUSES
+        return super().is_outage(error)
 
     def _mirror(self, slot_id: UUID) -> None:
         row = self.ledger.index.slot_row(slot_id)
@@ -109,31 +120,14 @@ class DescriptionMirror:
             log.warning("slot %s: Coolify application %s not found", row.name, row.coolify_uuid)
 
     def sync(self) -> None:
-        """Mirror until caught up."""
-        while self.sync_once():
-            pass
-
-    def run(self, idle_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
-        """Follow the log until stopped; back off while Coolify fails."""
-        backoff = idle_s
-        while not self._stop.is_set():
-            try:
-                advanced = self.sync_once()
-            except CoolifyError as e:
-                self.failures += 1
-                backoff = min(max_backoff_s, backoff * 2)
-                log.warning("description mirror paused %.1fs: %s", backoff, e)
-                self._sleep(backoff)
-                continue
-            backoff = idle_s
-            if not advanced:
-                self._sleep(idle_s)
+        """Mirror until caught up (tests and one-off runs; the service follows)."""
+        self.catch_up(self.batch)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="description-mirror", daemon=True)
-        self._thread.start()
+        self.follower.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self.follower.stop()
+
+    def health(self, head: int | None = None) -> LoopHealth:
+        return self.follower.health(head)

@@ -22,27 +22,44 @@ from enum import StrEnum
 from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, Snapshot
 
 from ledger.errors import BadInput, IllegalTransition, PoolFull, StaleLease, WrongBot
 
 __all__ = [
-    "ACTOR_PATTERN",
-    "BOT_ID_PATTERN",
-    "CONFIG_KEY_PATTERN",
-    "PLATFORM_PATTERN",
+    "ACTOR_RULE",
+    "BOT_ID_RULE",
+    "CONFIG_KEY_RULE",
+    "CONFIG_VALUE_RULE",
+    "COOLIFY_UUID_RULE",
+    "CORRELATION_ID_RULE",
+    "MAX_CONFIG_ENTRIES",
+    "PLATFORM_RULE",
+    "POOL_NAME_RULE",
+    "REASON_CODE_RULE",
+    "REASON_RULE",
+    "SLOT_NAME_RULE",
+    "SLOT_PREFIX_RULE",
     "TRANSITIONS",
     "Pool",
     "QueueEntry",
     "QueueStatus",
     "Slot",
     "SlotStatus",
+    "TextRule",
     "Transition",
+    "TypedSnapshot",
+    "TypedState",
     "check_actor",
     "check_bot_id",
     "check_config",
+    "check_origin",
     "check_platform",
+    "check_reason",
+    "check_text",
+    "fit_text",
     "pool_id",
+    "restore_types",
 ]
 
 
@@ -91,46 +108,167 @@ TRANSITIONS: Mapping[str, Transition] = {
 """The lifecycle as data: the aggregate's guards and the invariant checker both read it.
 ``SlotProvisioned`` creates a slot in ``idle`` and is not listed (it has no source)."""
 
-ACTOR_PATTERN = re.compile(r"^(api|worker|operator|policy:[a-z0-9][a-z0-9_.-]{0,62})$")
-BOT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-PLATFORM_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_CONTROLS = r"\x00-\x1f\x7f-\x9f"
+"""C0 controls, DEL and C1 controls: PostgreSQL refuses NUL, and the rest reach terminals,
+logs and the dashboard as escape sequences."""
+_CONTROLS_BUT_TAB_NEWLINE = r"\x00-\x08\x0b-\x1f\x7f-\x9f"
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+_CONTROL_BUT_TAB_NEWLINE = re.compile(f"[{_CONTROLS_BUT_TAB_NEWLINE}]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+"""JSON can escape a lone surrogate (``"\\ud800"``); UTF-8, and so no store, can hold one."""
+
+
+@dataclass(frozen=True)
+class TextRule:
+    """What one kind of text field accepts. Everywhere: a string of at most ``max_len``
+    characters, without lone surrogates or control characters (free text, ``multiline``,
+    may hold tab and newline). Identifiers also have a ``form``; free text must not be
+    blank unless ``blank_ok``.
+
+    Text is refused, never repaired: a caller whose value was cut or cleaned would read
+    back something it never sent. Messages show the value only when an identifier has
+    the wrong form (never a config value, which may be sensitive)."""
+
+    what: str
+    max_len: int
+    form: re.Pattern[str] | None = None
+    form_words: str = ""
+    multiline: bool = False
+    blank_ok: bool = False
+
+    @property
+    def pattern(self) -> str:
+        """The rule as one regular expression, for documents (JSON Schema): all of it
+        but the length and lone surrogates, which no valid Unicode text holds (naming them
+        would refuse every emoji in a UTF-16 engine such as JavaScript's)."""
+        if self.form is not None:
+            return self.form.pattern
+        c = _CONTROLS_BUT_TAB_NEWLINE if self.multiline else _CONTROLS
+        return f"^[^{c}]*$" if self.blank_ok else f"^[^{c}]*[^\\s{c}][^{c}]*$"
+
+    def problem(self, value: object) -> str | None:
+        """What is wrong with ``value`` (worded to follow the field's name), or None."""
+        if not isinstance(value, str):
+            return f"must be a string, not {type(value).__name__}"
+        if len(value) > self.max_len:
+            return f"is {len(value)} characters long; at most {self.max_len} are allowed"
+        if bad := _SURROGATE.search(value):
+            return f"must be valid Unicode: lone surrogate {_at(bad)}"
+        if bad := (_CONTROL_BUT_TAB_NEWLINE if self.multiline else _CONTROL).search(value):
+            aside = " (tab and newline aside)" if self.multiline else ""
+            return f"must not contain control characters{aside}: {_at(bad)}"
+        if self.form is not None:
+            if self.form.fullmatch(value):
+                return None
+            return f"{value!a} is not a valid {self.what}: {self.form_words}"
+        return None if self.blank_ok or value.strip() else "must not be blank"
+
+
+def _at(found: re.Match[str]) -> str:
+    return f"U+{ord(found.group()):04X} at character {found.start() + 1}"
+
+
+def check_text(value: object, rule: TextRule, *, field: str) -> str:
+    """``value`` when ``rule`` accepts it; else :class:`BadInput` naming ``field``, as the
+    API and the CLI spell it, so the caller knows which input to correct."""
+    problem = rule.problem(value)
+    if problem is None and isinstance(value, str):
+        return value
+    raise BadInput(f"{field} {problem}", field=field)
+
+
+def fit_text(text: str, max_len: int) -> str:
+    """Text the ledger did not choose (an upstream error message) made fit for a free-text
+    field before the ledger words a reason with it: controls and lone surrogates become
+    U+FFFD and an over-long text is cut, visibly (ending in an ellipsis)."""
+    cleaned = _SURROGATE.sub("\ufffd", _CONTROL.sub("\ufffd", text))
+    return cleaned if len(cleaned) <= max_len else cleaned[: max_len - 1] + "\u2026"
+
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_NAME_WORDS = "1-40 lowercase letters, digits and dashes, the first not a dash"
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+_TOKEN_WORDS = "1-128 letters, digits and _.:@-, the first a letter or digit"
+
+ACTOR_RULE = TextRule(
+    "actor",
+    70,
+    re.compile(r"^(api|worker|operator|policy:[a-z0-9][a-z0-9_.-]{0,62})$"),
+    "'api', 'worker', 'operator' or 'policy:<name>'",
+)
+BOT_ID_RULE = TextRule("bot id", 128, _TOKEN, _TOKEN_WORDS)
+CORRELATION_ID_RULE = TextRule("correlation id", 128, _TOKEN, _TOKEN_WORDS)
+PLATFORM_RULE = TextRule("platform", 40, _NAME, _NAME_WORDS)
+POOL_NAME_RULE = TextRule("pool name", 40, _NAME, _NAME_WORDS)
+SLOT_PREFIX_RULE = TextRule("slot prefix", 40, _NAME, _NAME_WORDS)
+SLOT_NAME_RULE = TextRule(
+    "slot name",
+    128,
+    re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$"),
+    "1-128 lowercase letters, digits and dashes, the first not a dash",
+)
+COOLIFY_UUID_RULE = TextRule(
+    "Coolify uuid",
+    128,
+    re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"),
+    "1-128 letters, digits and _.-, the first a letter or digit",
+)
+CONFIG_KEY_RULE = TextRule(
+    "config key",
+    128,
+    re.compile(r"^(?!(?:_type_|_data_)$)[A-Za-z_][A-Za-z0-9_]{0,127}$"),
+    "a variable name like MEETING_URL (1-128 letters, digits and _, not first a digit),"
+    " other than _type_ and _data_, which the event store reserves",
+)
+"""The event store's JSON transcoder decodes an object of exactly the keys ``_type_`` and
+``_data_`` as an encoded value, so a config of just those two could be saved but never
+loaded again (every reader of the log would fail on it). Both names are refused on their
+own, so the rule stays one per key and the API's schema can state it as a key pattern."""
+CONFIG_VALUE_RULE = TextRule("config value", 4096, blank_ok=True)
+"""One line: a value becomes a container environment variable, where a newline would
+start another variable."""
+REASON_RULE = TextRule("reason", 1000, multiline=True)
+REASON_CODE_RULE = TextRule(
+    "reason code",
+    64,
+    re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$"),
+    "1-64 lowercase letters, digits and _, the first not _",
+)
+MAX_CONFIG_ENTRIES = 100
 
 
 def check_actor(actor: str) -> str:
     """Actors are a closed vocabulary so audit queries can group by them."""
-    if not ACTOR_PATTERN.match(actor):
-        msg = f"actor {actor!r} must be 'api', 'worker', 'operator' or 'policy:<name>'"
-        raise BadInput(msg)
-    return actor
+    return check_text(actor, ACTOR_RULE, field="actor")
 
 
 def check_bot_id(bot_id: str) -> str:
-    if not isinstance(bot_id, str) or not BOT_ID_PATTERN.match(bot_id):
-        msg = f"bot id {bot_id!r} must be 1-128 characters of letters, digits and _.:@-"
-        raise BadInput(msg)
-    return bot_id
+    return check_text(bot_id, BOT_ID_RULE, field="bot_id")
 
 
 def check_platform(platform: str) -> str:
-    if not isinstance(platform, str) or not PLATFORM_PATTERN.match(platform):
-        msg = f"platform {platform!r} must be 1-40 lowercase letters, digits or dashes"
-        raise BadInput(msg)
-    return platform
+    return check_text(platform, PLATFORM_RULE, field="platform")
 
 
-CONFIG_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+def check_reason(reason: str) -> str:
+    return check_text(reason, REASON_RULE, field="reason")
+
+
+def check_origin(actor: str, correlation_id: str) -> None:
+    """Who caused an event and under which request: both are on every event."""
+    check_actor(actor)
+    check_text(correlation_id, CORRELATION_ID_RULE, field="correlation_id")
 
 
 def check_config(config: dict[str, str]) -> dict[str, str]:
     """A bot's configuration becomes container environment variables: keys must be valid
-    variable names and values strings (Coolify rejects anything else with a 422)."""
-    if not isinstance(config, dict) or len(config) > 100:
-        raise BadInput("config must be an object of at most 100 string values")
+    variable names and values one line of text (Coolify rejects anything else)."""
+    if not isinstance(config, dict) or len(config) > MAX_CONFIG_ENTRIES:
+        msg = f"config must be an object of at most {MAX_CONFIG_ENTRIES} string values"
+        raise BadInput(msg, field="config")
     for key, value in config.items():
-        if not isinstance(key, str) or not CONFIG_KEY_PATTERN.match(key):
-            raise BadInput(f"config key {key!r} must be a variable name like MEETING_URL")
-        if not isinstance(value, str) or len(value) > 4096:
-            raise BadInput(f"config value of {key} must be a string of at most 4096 characters")
+        check_text(key, CONFIG_KEY_RULE, field="config")
+        check_text(value, CONFIG_VALUE_RULE, field=f"config.{key}")
     return dict(config)
 
 
@@ -139,8 +277,60 @@ def pool_id(pool_name: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"slotledger:pool:{pool_name}")
 
 
-class Slot(Aggregate):
+def restore_types(types: Mapping[str, type[Any]], state: dict[str, Any]) -> None:
+    """Give each attribute of ``state`` named in ``types`` its declared type back, in place
+    (None and already-typed values stay as they are)."""
+    for name, kind in types.items():
+        value = state.get(name)
+        if value is None or isinstance(value, kind):
+            continue
+        state[name] = kind.fromisoformat(value) if issubclass(kind, datetime) else kind(value)
+
+
+class TypedSnapshot(Snapshot):
+    """A snapshot whose restored state has the types replay gives it.
+
+    The JSON transcoder writes a ``StrEnum`` as a plain string and reads a ``str`` back,
+    so the library's snapshot restored ``status == "idle"`` where replay gives
+    ``SlotStatus.IDLE`` (and every ``is SlotStatus.X`` test failed). The aggregate's
+    :attr:`TypedState.state_types` says what to convert; other transcoders that write
+    datetimes or UUIDs as text are covered the same way."""
+
+    def mutate(self, _: None) -> Any:
+        aggregate: Any = super().mutate(None)
+        restore_types(type(aggregate).state_types, vars(aggregate))
+        return aggregate
+
+
+class TypedState:
+    """Mixin (before ``Aggregate``) for aggregates snapshotted with :class:`TypedSnapshot`.
+
+    ``state_types`` declares every attribute whose type a transcoder may not keep (enums,
+    datetimes, UUIDs). Snapshots taken before this existed were stored with the
+    library's own class and no ``class_version``; the library upcasts such state from
+    version 1, which restores the same types."""
+
+    class_version: ClassVar[int] = 2
+    state_types: ClassVar[Mapping[str, type[Any]]] = {
+        "_created_on": datetime,
+        "_modified_on": datetime,
+    }
+    Snapshot = TypedSnapshot
+
+    @classmethod
+    def upcast_v1_v2(cls, state: dict[str, Any]) -> None:
+        restore_types(cls.state_types, state)
+
+
+class Slot(TypedState, Aggregate):
     """A warm Coolify application that bots lease one at a time."""
+
+    state_types: ClassVar[Mapping[str, type[Any]]] = {
+        **TypedState.state_types,
+        "status": SlotStatus,
+        "status_since": datetime,
+        "last_used": datetime,
+    }
 
     class SlotEvent(Aggregate.Event):
         """Fields every slot event carries, for the audit trail."""
@@ -280,8 +470,12 @@ class Slot(Aggregate):
         actor: str,
         correlation_id: str,
     ) -> Slot:
-        check_actor(actor)
+        check_origin(actor, correlation_id)
+        check_text(pool, POOL_NAME_RULE, field="pool")
+        check_text(name, SLOT_NAME_RULE, field="name")
         check_platform(platform)
+        if coolify_uuid is not None:
+            check_text(coolify_uuid, COOLIFY_UUID_RULE, field="coolify_uuid")
         return cls._create(
             cls.SlotProvisioned,
             id=slot_id,
@@ -313,7 +507,9 @@ class Slot(Aggregate):
             actor,
             correlation_id,
             self.bot_id,
-            deployment_uuid=deployment_uuid,
+            deployment_uuid=None
+            if deployment_uuid is None
+            else check_text(deployment_uuid, COOLIFY_UUID_RULE, field="deployment_uuid"),
         )
 
     def check_lease(self, lease: int | None) -> None:
@@ -346,8 +542,8 @@ class Slot(Aggregate):
             actor,
             correlation_id,
             self.bot_id,
-            reason=_check_reason(reason),
-            reason_code=reason_code,
+            reason=check_reason(reason),
+            reason_code=check_text(reason_code, REASON_CODE_RULE, field="reason_code"),
         )
 
     def recovery_failed(
@@ -359,7 +555,7 @@ class Slot(Aggregate):
             actor,
             correlation_id,
             None,
-            reason=_check_reason(reason),
+            reason=check_reason(reason),
         )
 
     def recover(self, *, at: datetime, actor: str, correlation_id: str) -> None:
@@ -375,7 +571,7 @@ class Slot(Aggregate):
             correlation_id,
             self.bot_id,
             previous_uuid=self.coolify_uuid,
-            coolify_uuid=coolify_uuid,
+            coolify_uuid=check_text(coolify_uuid, COOLIFY_UUID_RULE, field="coolify_uuid"),
         )
 
     def heartbeat(self, bot_id: str, *, at: datetime, actor: str, correlation_id: str) -> bool:
@@ -396,11 +592,11 @@ class Slot(Aggregate):
             actor,
             correlation_id,
             check_bot_id(bot_id),
-            reason=_check_reason(reason),
+            reason=check_reason(reason),
         )
 
     def retire(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:
-        self._emit(self.SlotRetired, at, actor, correlation_id, None, reason=_check_reason(reason))
+        self._emit(self.SlotRetired, at, actor, correlation_id, None, reason=check_reason(reason))
 
     def _check_holder(self, bot_id: str) -> None:
         check_bot_id(bot_id)
@@ -418,7 +614,7 @@ class Slot(Aggregate):
         bot_id: str | None,
         **fields: Any,
     ) -> None:
-        check_actor(actor)
+        check_origin(actor, correlation_id)
         self._check_allowed(event_class)
         self.trigger_event(
             event_class,
@@ -443,15 +639,7 @@ class Slot(Aggregate):
             raise IllegalTransition(msg)
 
 
-def _check_reason(reason: str) -> str:
-    reason = reason.strip() if isinstance(reason, str) else ""
-    if not reason:
-        msg = "a reason is required"
-        raise BadInput(msg)
-    return reason[:1000]
-
-
-class Pool(Aggregate):
+class Pool(TypedState, Aggregate):
     """Pool membership: unique names and the maximum size, decided in one place."""
 
     class PoolEvent(Aggregate.Event):
@@ -501,6 +689,9 @@ class Pool(Aggregate):
         cls, *, name: str, prefix: str, max_size: int, at: datetime, correlation_id: str
     ) -> Pool:
         cls._check_max_size(max_size)
+        check_text(name, POOL_NAME_RULE, field="pool")
+        check_text(prefix, SLOT_PREFIX_RULE, field="prefix")
+        check_origin("operator", correlation_id)
         return cls._create(
             cls.PoolCreated,
             id=pool_id(name),
@@ -518,7 +709,7 @@ class Pool(Aggregate):
 
     def resize(self, max_size: int, *, at: datetime, actor: str, correlation_id: str) -> None:
         self._check_max_size(max_size)
-        check_actor(actor)
+        check_origin(actor, correlation_id)
         if max_size != self.max_size:
             self.trigger_event(
                 self.PoolResized,
@@ -533,7 +724,7 @@ class Pool(Aggregate):
     ) -> str:
         """Reserve the next name for a new slot; refuse when the pool is full."""
         check_platform(platform)
-        check_actor(actor)
+        check_origin(actor, correlation_id)
         if self.size >= self.max_size:
             msg = f"pool {self.name} is at its maximum size of {self.max_size} slots"
             raise PoolFull(msg)
@@ -551,6 +742,7 @@ class Pool(Aggregate):
         return name
 
     def remove(self, slot_id: UUID, *, at: datetime, actor: str, correlation_id: str) -> None:
+        check_origin(actor, correlation_id)
         if str(slot_id) in self.members:
             self.trigger_event(
                 self.SlotRemoved,
@@ -564,7 +756,7 @@ class Pool(Aggregate):
     def _check_max_size(cls, max_size: int) -> None:
         if not isinstance(max_size, int) or not 1 <= max_size <= cls.MAX_SIZE_LIMIT:
             msg = f"max pool size must be between 1 and {cls.MAX_SIZE_LIMIT}, got {max_size!r}"
-            raise BadInput(msg)
+            raise BadInput(msg, field="max_size")
 
 
 class QueueStatus(StrEnum):
@@ -574,9 +766,17 @@ class QueueStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class QueueEntry(Aggregate):
+class QueueEntry(TypedState, Aggregate):
     """A bot's request waiting for a slot while the pool is full. Entries are never
     deleted: dispatch, expiry and cancellation are events, so queue time is auditable."""
+
+    state_types: ClassVar[Mapping[str, type[Any]]] = {
+        **TypedState.state_types,
+        "status": QueueStatus,
+        "timeout_at": datetime,
+        "slot_id": UUID,
+        "ended_at": datetime,
+    }
 
     DEFAULT_TIMEOUT_S: ClassVar[float] = 300.0
     MAX_TIMEOUT_S: ClassVar[float] = 600.0
@@ -659,15 +859,16 @@ class QueueEntry(Aggregate):
         correlation_id: str,
     ) -> QueueEntry:
         check_bot_id(bot_id)
-        check_actor(actor)
+        check_origin(actor, correlation_id)
+        check_text(pool, POOL_NAME_RULE, field="pool")
         if platform is not None:
             check_platform(platform)
-        if not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        if type(priority) is not int or not -1000 <= priority <= 1000:  # bool is no priority
             msg = f"priority must be an integer from -1000 to 1000, got {priority!r}"
-            raise BadInput(msg)
+            raise BadInput(msg, field="priority")
         if not 0 < timeout_s <= cls.MAX_TIMEOUT_S:
             msg = f"queue timeout must be in (0, {cls.MAX_TIMEOUT_S:g}] seconds, got {timeout_s!r}"
-            raise BadInput(msg)
+            raise BadInput(msg, field="queue_timeout_s")
         return cls._create(
             cls.QueueEntryEnqueued,
             timestamp=at,
@@ -693,10 +894,10 @@ class QueueEntry(Aggregate):
         self._end(self.QueueEntryDispatched, at, actor, correlation_id, slot_id=slot_id)
 
     def expire(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:
-        self._end(self.QueueEntryExpired, at, actor, correlation_id, reason=_check_reason(reason))
+        self._end(self.QueueEntryExpired, at, actor, correlation_id, reason=check_reason(reason))
 
     def cancel(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:
-        self._end(self.QueueEntryCancelled, at, actor, correlation_id, reason=_check_reason(reason))
+        self._end(self.QueueEntryCancelled, at, actor, correlation_id, reason=check_reason(reason))
 
     def _end(
         self,
@@ -706,7 +907,7 @@ class QueueEntry(Aggregate):
         correlation_id: str,
         **fields: Any,
     ) -> None:
-        check_actor(actor)
+        check_origin(actor, correlation_id)
         if self.status is not QueueStatus.WAITING:
             msg = (
                 f"queue entry of bot {self.bot_id!r} is already {self.status.value}: "

@@ -27,10 +27,15 @@ class ConfigurationError(SlotLedgerError):
 
 
 class BadInput(SlotLedgerError):
-    """A caller sent something that cannot be acted on."""
+    """A caller sent something that cannot be acted on; ``field`` names the input (as the
+    API and CLI spell it, e.g. ``bot_id``, ``config.MEETING_URL``) when one is to blame."""
 
     code = "bad_input"
     http_status = 422
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
 
 
 class NotFound(BadInput):
@@ -101,3 +106,12 @@ class ConcurrencyExhausted(Conflict):
 
     code = "concurrency_exhausted"
     http_status = 503
+
+
+class StoreUnavailable(SlotLedgerError):
+    """The database did not answer in time (down, restarting, out of connections,
+    locked): nothing was decided, and the same request can be sent again shortly."""
+
+    code = "store_unavailable"
+    http_status = 503
+    retry_after_s = 2

@@ -20,17 +20,15 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
 
+from ledger.application import Outcome, SlotLedger, already_holds, holds_no_slot, no_idle_slot
 from ledger.domain import Slot, SlotStatus, check_bot_id, check_platform
-from ledger.errors import BotAlreadyHoldsSlot, BotNotFound, NoIdleSlot, SlotLedgerError
+from ledger.errors import SlotLedgerError
 from ledger.persistence import SlotRow, lru_order
-
-if TYPE_CHECKING:
-    from ledger.application import Outcome, SlotLedger
 
 __all__ = ["GroupCommit"]
 
@@ -170,8 +168,6 @@ class GroupCommit:
         )
 
     def _decide_and_save(self, jobs: list[_Job]) -> list[Outcome | SlotLedgerError]:
-        from ledger.application import Outcome
-
         rows = {r.slot_id: r for r in self.ledger.index.slot_rows(self.ledger.pool_name)}
         batch = _Batch(rows, {r.bot_id: r.slot_id for r in rows.values() if r.bot_id})
         decided: list[tuple[Slot, int] | SlotLedgerError] = []
@@ -204,8 +200,7 @@ class GroupCommit:
         at = self.ledger.clock()
         if job.command == "acquire":
             if job.bot_id in batch.holders:
-                name = batch.rows[batch.holders[job.bot_id]].name
-                raise BotAlreadyHoldsSlot(f"bot {job.bot_id!r} already holds slot {name}")
+                raise already_holds(job.bot_id, batch.rows[batch.holders[job.bot_id]].name)
             slot = self._slot(batch, self._idle_candidate(batch, job.platform))
             slot.acquire(job.bot_id, at=at, actor=job.actor, correlation_id=job.correlation_id)
             batch.holders[job.bot_id] = slot.id
@@ -213,7 +208,7 @@ class GroupCommit:
             return slot
         slot_id = batch.holders.get(job.bot_id)
         if slot_id is None:
-            raise BotNotFound(f"bot {job.bot_id!r} holds no slot")
+            raise holds_no_slot(job.bot_id)
         slot = self._slot(batch, batch.rows[slot_id])
         slot.release(job.bot_id, at=at, actor=job.actor, correlation_id=job.correlation_id)
         del batch.holders[job.bot_id]
@@ -229,8 +224,7 @@ class GroupCommit:
             and platform in (None, r.platform)
         ]
         if not idle:
-            where = f" for platform {platform}" if platform else ""
-            raise NoIdleSlot(f"no idle slot in pool {self.ledger.pool_name}{where}")
+            raise no_idle_slot(self.ledger.pool_name, platform)
         return min(idle, key=lru_order)
 
     def _slot(self, batch: _Batch, row: SlotRow) -> Slot:

@@ -26,6 +26,8 @@ from uuid import UUID
 from ledger.application import SlotLedger
 from ledger.domain import TRANSITIONS, Slot, SlotStatus
 from ledger.settings import PostgresStore, Settings
+from projections.fold import Positioned
+from projections.follower import Companion, LogFollower, MemoryTracker, Parking, TrackedConsumer
 
 __all__ = [
     "NEW",
@@ -88,16 +90,19 @@ class _Last:
 Listener = Callable[[SlotTransition], None]
 
 
-class TransitionLog:
+class TransitionLog(TrackedConsumer):
     """Logs every slot transition after ``start_at`` and hands it to the listeners.
 
     ``active`` says whether this process is the one that logs: with several processes on
     one PostgreSQL store, only the read models' leader does, so each transition is logged
     once. An inactive log skips events and forgets what it knew of their slots (it reads
-    them again when it becomes active).
+    them again when it becomes active). In the service, a :class:`Companion` of the
+    read-model follower runs it, which stands by while another process leads.
 
-    Not thread-safe: one thread calls :meth:`catch_up` (the service runs it periodically).
+    Not thread-safe: one thread takes its batches.
     """
+
+    name = "transition-log"
 
     def __init__(
         self,
@@ -108,46 +113,48 @@ class TransitionLog:
         batch: int = 500,
         logger: logging.Logger = log,
     ) -> None:
-        self.ledger = ledger
+        self.memory = MemoryTracker()
+        super().__init__(ledger, self.memory)
         self.listeners = list(listeners)
         self.active = active
         self.batch = batch
         self.logger = logger
-        self.position: int | None = None
+        self._started = False
         self._last: dict[UUID, _Last] = {}
 
     def start_at(self, position: int | None = None) -> None:
         """Follow from ``position`` (default: the log's current head)."""
         if position is None:
             position = self.ledger.recorder.max_notification_id() or 0
-        self.position = position
+        self.memory.position, self._started = position, True
 
-    def catch_up(self) -> int:
-        """Process every event written since the last call; returns how many."""
-        if self.position is None:
+    def follower(self, leader: LogFollower, parking: Parking | None) -> Companion:
+        """The loop that runs this log beside the read-model follower ``leader``."""
+        if not self._started:
             self.start_at()
-        done = 0
-        while n := self._next_batch():
-            done += n
-        return done
+        return Companion(self, leader, parking=parking, poll_interval=0.2, batch_size=self.batch)
 
-    def _next_batch(self) -> int:
-        assert self.position is not None
-        notifications = self.ledger.recorder.select_notifications(
-            self.position, self.batch, inclusive_of_start=False
-        )
-        active = self.active()
-        for n in notifications:
-            event = self.ledger.mapper.to_domain_event(n)
+    def catch_up(self, batch_size: int | None = None) -> int:
+        """Process every event written since the last call; returns how many."""
+        if not self._started:
+            self.start_at()
+        if not self.active():
+            self.standby()
+            return 0
+        return super().catch_up(batch_size or self.batch)
+
+    def standby(self) -> None:
+        """Another process logs: skip to the head and forget the slots."""
+        self._last.clear()
+        self.memory.position = self.ledger.recorder.max_notification_id() or 0
+
+    def handle(self, events: Sequence[Positioned]) -> None:
+        for position, event in events:
             if isinstance(event, Slot.SlotEvent):
-                self._follow(n.id, event, active)
-            self.position = n.id
-        return len(notifications)
+                self._follow(position, event)
 
-    def _follow(self, position: int, event: Slot.SlotEvent, active: bool) -> None:
-        if not active:
-            self._last.pop(event.originator_id, None)
-        elif (change := self._transition(position, event)) is not None:
+    def _follow(self, position: int, event: Slot.SlotEvent) -> None:
+        if (change := self._transition(position, event)) is not None:
             self._emit(change)
 
     def _transition(self, position: int, event: Slot.SlotEvent) -> SlotTransition | None:

@@ -2,7 +2,9 @@
 
 Counters and histograms are fed as things happen (API requests, Coolify responses, slot
 transitions seen in the event log). Gauges are read from the read models when scraped,
-so they never drift from the ledger and cost nothing between scrapes. Each
+so they never drift from the ledger and cost nothing between scrapes; so is the health
+of every background loop (``slotledger_loop_*{loop}``), from memory, so it stays
+visible while the store is down. Each
 :class:`Metrics` owns a :class:`CollectorRegistry`, so tests can run several services in
 one process.
 """
@@ -14,12 +16,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from ledger.domain import SlotStatus
 from ledger.logs import SlotTransition
+from ledger.loops import LoopHealth
 
 __all__ = ["CONTENT_TYPE", "Gauges", "Metrics"]
 
@@ -41,6 +44,10 @@ class Gauges:
     lag_events: int
     lag_seconds: float
     heartbeat_age_s: float | None
+    parked: dict[str, int]
+    """Unresolved parked events per consumer."""
+    loop_lags: dict[str, int | None]
+    """Events each log follower has still to take (None: unknown, or on standby)."""
 
 
 class _StateCollector(Collector):
@@ -85,6 +92,68 @@ class _StateCollector(Collector):
                 "Seconds since the read model follower last looked at the log.",
                 gauges.heartbeat_age_s,
             )
+        parked = GaugeMetricFamily(
+            "slotledger_parked_events",
+            "Events a consumer could not take and went on past, waiting for an operator "
+            "(`slotledger parked`).",
+            labels=["consumer"],
+        )
+        for consumer, count in sorted(gauges.parked.items()):
+            parked.add_metric([consumer], count)
+        yield parked
+        lags = GaugeMetricFamily(
+            "slotledger_loop_lag_events",
+            "Events written to the log that a log follower has not taken yet (upper bound).",
+            labels=["loop"],
+        )
+        for name, lag in sorted(gauges.loop_lags.items()):
+            if lag is not None:
+                lags.add_metric([name], lag)
+        yield lags
+
+
+class _LoopCollector(Collector):
+    """The health of every background loop, from memory: no store needed."""
+
+    def __init__(self, read: Callable[[], list[LoopHealth]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        loops = self._read()
+        up = GaugeMetricFamily(
+            "slotledger_loop_up",
+            "1 while a background loop runs (or stands by) without failing, else 0.",
+            labels=["loop"],
+        )
+        failures = CounterMetricFamily(
+            "slotledger_loop_failures",
+            "Failed rounds of a background loop (failed deploys for `deploys`).",
+            labels=["loop"],
+        )
+        in_a_row = GaugeMetricFamily(
+            "slotledger_loop_consecutive_failures",
+            "Failed rounds of a background loop since its last success.",
+            labels=["loop"],
+        )
+        age = GaugeMetricFamily(
+            "slotledger_loop_last_success_age_seconds",
+            "Seconds since a background loop last finished a round.",
+            labels=["loop"],
+        )
+        tasks = GaugeMetricFamily(
+            "slotledger_loop_running_tasks",
+            "Tasks a task pool runs now (deploys in flight).",
+            labels=["loop"],
+        )
+        for h in loops:
+            up.add_metric([h.name], 1 if h.up else 0)
+            failures.add_metric([h.name], h.failures_total)
+            in_a_row.add_metric([h.name], h.consecutive_failures)
+            if h.last_success_age_s is not None:
+                age.add_metric([h.name], h.last_success_age_s)
+            if h.running_tasks is not None:
+                tasks.add_metric([h.name], h.running_tasks)
+        yield from (up, failures, in_a_row, age, tasks)
 
 
 class Metrics:
@@ -122,6 +191,10 @@ class Metrics:
     def watch(self, read: Callable[[], Gauges]) -> None:
         """Expose the state gauges, read with ``read`` at each scrape."""
         self.registry.register(_StateCollector(read))
+
+    def watch_loops(self, read: Callable[[], list[LoopHealth]]) -> None:
+        """Expose the loops' health, read with ``read`` at each scrape."""
+        self.registry.register(_LoopCollector(read))
 
     def coolify_response(self, method: str, path: str, status: int) -> None:
         """The Coolify client's response hook."""

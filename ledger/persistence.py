@@ -13,6 +13,8 @@ the SQL is written once for both SQL backends and built once per recorder.
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,10 +25,14 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    ConnectionUnavailableError,
     IntegrityError,
+    InterfaceError,
+    OperationalError,
     StoredEvent,
 )
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
@@ -34,6 +40,7 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
     PostgresFactory,
+    PostgresRecorder,
     PostgresTrackingRecorder,
 )
 from eventsourcing.sqlite import (
@@ -43,14 +50,16 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.domain import QueueStatus, SlotStatus
+from ledger.errors import StoreUnavailable
 
 __all__ = [
     "INDEX_ROWS",
     "RECONNECT_S",
+    "STORE_ERRORS",
     "LedgerRecorder",
     "POPOLedgerFactory",
     "POPOLedgerRecorder",
@@ -60,8 +69,12 @@ __all__ = [
     "SQLiteLedgerFactory",
     "SQLiteLedgerRecorder",
     "SlotRow",
+    "connect_session",
+    "ddl_lock",
+    "ddl_missing",
     "lru_order",
     "postgres_ddl_lock",
+    "store_unavailable",
 ]
 
 INDEX_ROWS = "index_rows"
@@ -102,6 +115,7 @@ class QueueRow:
 
 IndexRow = SlotRow | QueueRow
 TTracking = TypeVar("TTracking", bound=PostgresTrackingRecorder)
+R_PG = TypeVar("R_PG", bound=PostgresRecorder)
 R = TypeVar("R", SlotRow, QueueRow)
 
 
@@ -428,19 +442,124 @@ RECONNECT_S = 2.0
 """How long a connection pool keeps one reconnection attempt going (see above)."""
 
 DDL_LOCK_KEY = 0x51071ED6E4
-"""Advisory lock key that serialises schema creation across processes."""
+"""The one advisory lock key under which every component creates its tables."""
+
+SESSION_CONNECT_TIMEOUT_S = 5
+SESSION_KEEPALIVE_S = (5, 2, 3)
+"""TCP keepalive idle, interval and count of a dedicated session: the server closes the
+session of a vanished host (no FIN), and frees its advisory locks, after about 11 s
+instead of the kernel's two hours."""
+
+
+@contextmanager
+def ddl_lock(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Hold the schema-creation lock on ``conn``'s session while the caller runs DDL on
+    any connection. Every component (ledger, indexes, tracking tables, read models)
+    takes this same lock, so processes starting together on an empty database create
+    each object once instead of colliding in the catalog (``UniqueViolation`` on
+    ``pg_type``, "tuple concurrently updated"). A session lock, not a transaction lock:
+    the library creates types and tables in several transactions, and all of them must
+    have committed before the next process looks."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+
+
+_CREATED = re.compile(
+    r'CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS (?:"?\w+"?\.)?"?(\w+)"?'
+    r'|CREATE TYPE (?:"?\w+"?\.)?"?(\w+)"?'
+    r'|CREATE OR REPLACE FUNCTION (?:"?\w+"?\.)?"?(\w+)"?'
+)
+_EXISTING = (
+    "SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %(schema)s AND c.relname = ANY(%(names)s) "
+    "UNION SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+    "WHERE n.nspname = %(schema)s AND t.typname = ANY(%(names)s) "
+    "UNION SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname = %(schema)s AND p.proname = ANY(%(names)s)"
+)
+
+
+def ddl_missing(conn: psycopg.Connection[Any], schema: str, statements: Sequence[str]) -> bool:
+    """Whether any table, index, type or function that ``statements`` create is missing
+    from ``schema``: one catalog query, no lock. A start against a schema already in
+    place must run no DDL at all, because even ``CREATE INDEX IF NOT EXISTS`` on an
+    existing index takes a SHARE lock on its table, which waits for (and blocks, and
+    can deadlock with) the writers of the processes already running there."""
+    names = {n for s in statements for m in _CREATED.finditer(s) for n in m.groups() if n}
+    if not names:
+        return True
+    with conn.cursor(row_factory=tuple_row) as curs:
+        rows = curs.execute(_EXISTING, {"schema": schema, "names": sorted(names)}).fetchall()
+    return {r[0] for r in rows} != names
 
 
 @contextmanager
 def postgres_ddl_lock(datastore: PostgresDatastore) -> Iterator[None]:
-    """Hold a session advisory lock while creating tables: processes starting together
-    on an empty database otherwise collide in the catalog ("tuple concurrently updated")."""
-    with datastore.get_connection() as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (DDL_LOCK_KEY,))
-        try:
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (DDL_LOCK_KEY,))
+    """:func:`ddl_lock` on a connection of the library's pool."""
+    with datastore.get_connection() as conn, ddl_lock(conn):
+        yield
+
+
+def connect_session(conninfo: str, purpose: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """A dedicated autocommit session for advisory locks that must live exactly as long
+    as it does (leadership, deploy permits): short TCP keepalives both ways, and a
+    statement timeout so that a query on a half-dead link fails instead of hanging.
+    Connect directly, never through a transaction-pooling proxy: session locks need
+    the session."""
+    idle, interval, count = SESSION_KEEPALIVE_S
+    return psycopg.connect(
+        conninfo,
+        autocommit=True,
+        connect_timeout=SESSION_CONNECT_TIMEOUT_S,
+        application_name=f"slotledger {purpose} pid={os.getpid()}",
+        keepalives=1,
+        keepalives_idle=idle,
+        keepalives_interval=interval,
+        keepalives_count=count,
+        options=(
+            f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval}"
+            f" -c tcp_keepalives_count={count} -c statement_timeout=5000"
+        ),
+    )
+
+
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+)
+"""What the stores raise when they do not answer; :func:`store_unavailable` decides."""
+
+
+def store_unavailable(error: BaseException) -> StoreUnavailable | None:
+    """The :class:`StoreUnavailable` behind ``error`` (or what it was raised from), if
+    the store failed to answer: psycopg's operational and interface errors (refused or
+    lost connections, pool timeouts, terminated backends, lock and statement timeouts),
+    the library's own pool timing out, a locked SQLite file. Anything else, such as the
+    library's errors that no such cause raised, is not an outage: ``None``."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, StoreUnavailable):
+            return cause
+        if isinstance(
+            cause, psycopg.OperationalError | psycopg.InterfaceError | ConnectionUnavailableError
+        ) or (isinstance(cause, sqlite3.OperationalError) and _is_busy(cause)):
+            reason = " ".join(str(cause).split())[:300] or type(cause).__name__
+            return StoreUnavailable(f"the database did not answer: {reason}")
+        cause = cause.__cause__
+    return None
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
 
 
 class PostgresLedgerRecorder(PostgresApplicationRecorder, _SQLIndexes):
@@ -535,16 +654,37 @@ class PostgresLedgerFactory(PostgresFactory):
         # so service resumes within seconds of the server's return, whatever the outage.
         self.datastore.pool.reconnect_timeout = RECONNECT_S
 
+    def env_create_table(self) -> bool:
+        """False to the library's recorder methods: :meth:`_created` creates the tables
+        itself, only when some are missing, and then under the DDL lock."""
+        return False
+
+    def _created(self, recorder: R_PG) -> R_PG:
+        """``recorder`` with its tables in place: nothing is run (and no lock taken)
+        when the catalog has them all; else its DDL runs under :func:`postgres_ddl_lock`."""
+        if not super().env_create_table():
+            return recorder
+        statements = [s.as_string() for s in recorder.sql_create_statements]
+        with self.datastore.get_connection() as conn:
+            missing = ddl_missing(conn, self.datastore.schema, statements)
+        if missing:
+            with postgres_ddl_lock(self.datastore):
+                recorder.create_table()
+        else:
+            self.datastore.register_type_adapters()
+        return recorder
+
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
-        with postgres_ddl_lock(self.datastore):
-            return super().aggregate_recorder(purpose)
+        recorder = super().aggregate_recorder(purpose)
+        assert isinstance(recorder, PostgresRecorder)
+        return self._created(recorder)
 
     def application_recorder(self) -> ApplicationRecorder:
-        with postgres_ddl_lock(self.datastore):
-            return super().application_recorder()
+        recorder = super().application_recorder()
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        return self._created(recorder)
 
     def tracking_recorder(
         self, tracking_recorder_class: type[TTracking] | None = None
     ) -> TTracking:
-        with postgres_ddl_lock(self.datastore):
-            return super().tracking_recorder(tracking_recorder_class)
+        return self._created(super().tracking_recorder(tracking_recorder_class))

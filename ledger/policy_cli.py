@@ -1,7 +1,7 @@
 """CLI commands for the policies: ``policy run [--dry-run] [--json]`` and ``worker``.
 
 ``ledger.cli`` owns the application and calls :func:`register` with a factory, so these
-commands wire nothing themselves. Errors follow ``ledger.cli.fail_with``: one line on
+commands wire nothing themselves. Errors follow ``ledger.output.fail_with``: one line on
 stderr, exit 2 for bad input or configuration, 1 for any other refusal.
 """
 
@@ -17,11 +17,12 @@ from typing import Annotated
 import typer
 
 from ledger.application import SlotLedger
-from ledger.cli import emit, fail_with
-from ledger.errors import Conflict, SlotLedgerError
+from ledger.errors import Conflict
 from ledger.logs import configure_logging, secrets_of
+from ledger.output import emit, failing_cleanly
 from ledger.policies import PolicyEngine, SlotRuntime
 from ledger.settings import Settings
+from ledger.web.worker_app import WorkerEndpoint, create_worker_app
 from ledger.worker import LocalLeaderElection, Worker, election_for
 
 __all__ = ["Build", "register"]
@@ -49,7 +50,7 @@ def register(app: typer.Typer, build: Build) -> None:
 
         A real run takes the workers' leadership first, so it never races a running
         leader; a dry run needs no leadership and touches nothing outside the ledger."""
-        with _exit_codes(), _built(build) as (ledger, runtime, settings):
+        with failing_cleanly(), _built(build) as (ledger, runtime, settings):
             election = LocalLeaderElection() if dry_run else election_for(settings)
             try:
                 if not election.try_lead():
@@ -69,14 +70,22 @@ def register(app: typer.Typer, build: Build) -> None:
     @app.command("worker")
     def worker(
         log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
+        port: Annotated[
+            int | None,
+            typer.Option(
+                min=1, max=65535, help="Serve /healthz, /readyz and /metrics on this port."
+            ),
+        ] = None,
+        host: Annotated[str, typer.Option(help="Interface for --port.")] = "127.0.0.1",
     ) -> None:
         """Run the policies until SIGINT or SIGTERM: leader when the pool has none,
-        standby otherwise."""
-        with _exit_codes(), _built(build) as (ledger, runtime, settings):
+        standby otherwise; with --port, its health over HTTP."""
+        with failing_cleanly(), _built(build) as (ledger, runtime, settings):
             configure_logging(json_lines=log_json, secrets=secrets_of(settings))
             stop = threading.Event()
-            with _stopping_on_signals(stop):
-                Worker(settings, ledger, runtime, election_for(settings)).run(stop)
+            loop = Worker(settings, ledger, runtime, election_for(settings))
+            with _stopping_on_signals(stop), _endpoint(loop, stop, settings, host, port):
+                loop.run(stop)
 
 
 @contextmanager
@@ -89,11 +98,22 @@ def _built(build: Build) -> Iterator[tuple[SlotLedger, SlotRuntime, Settings]]:
 
 
 @contextmanager
-def _exit_codes() -> Iterator[None]:
+def _endpoint(
+    loop: Worker, stop: threading.Event, settings: Settings, host: str, port: int | None
+) -> Iterator[None]:
+    """The worker's HTTP endpoint while the loop runs, only when a port is given: any
+    number of workers may run on one host, so a default port would make the second one
+    fail to start, and a port nobody asked for is one more thing to secure."""
+    if port is None:
+        yield
+        return
+    app = create_worker_app(loop, lambda: not stop.is_set(), secrets_of(settings))
+    endpoint = WorkerEndpoint(app, host, port)
+    endpoint.start()
     try:
         yield
-    except SlotLedgerError as e:
-        raise fail_with(e) from None
+    finally:
+        endpoint.stop()
 
 
 @contextmanager

@@ -12,6 +12,8 @@ their threads between :meth:`Service.start` and :meth:`Service.stop`:
 - a periodic queue drain, because capacity also frees up outside this process's own
   releases (recovered slots, other processes);
 - the transition log, whose listener feeds the deploying-time histogram;
+- the health of every background loop (:meth:`Service.loops`), which ``/readyz`` and
+  ``/metrics`` show;
 - with a :class:`~ledger.demo.Demo`: the fake Coolify in-process, a small pool and
   simulated bots, so a newcomer's dashboard moves.
 
@@ -23,9 +25,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Self
+
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_coolify, build_ledger, build_permits, follower_env, slot_template
@@ -36,14 +41,25 @@ from ledger.deploy import CoolifySlotRuntime, SlotDeployer
 from ledger.descriptions import DescriptionMirror
 from ledger.domain import SlotStatus
 from ledger.errors import SlotLedgerError
-from ledger.logs import TransitionLog
+from ledger.logs import TransitionLog, secrets_of
+from ledger.loops import Backoff, Health, LoopHealth, describe_error, log_failure
 from ledger.metrics import Gauges, Metrics
-from ledger.settings import Settings, SQLiteStore
-from ledger.worker import Worker, election_for
+from ledger.persistence import store_unavailable
+from ledger.settings import PostgresStore, Settings, SQLiteStore
+from ledger.worker import Worker, advisory_key, election_for
 from projections import Lag, ReadModels, ReadModelTimeout, build_follower, build_read_models
 from projections.follower import Follower
 
-__all__ = ["NotStarted", "Periodic", "Readiness", "Service", "lag_seconds"]
+__all__ = [
+    "NotStarted",
+    "Periodic",
+    "Readiness",
+    "Service",
+    "WorkerLeadership",
+    "lag_seconds",
+    "loop_problem",
+    "start_service",
+]
 
 log = logging.getLogger("ledger.service")
 
@@ -56,23 +72,47 @@ class NotStarted(SlotLedgerError):
 
 
 class Periodic:
-    """Runs ``action`` every ``interval_s`` in a daemon thread; an error is logged and
-    the next round still runs, because a background duty that dies silently is worse
-    than one that complains every round."""
+    """Runs ``action`` every ``interval_s`` in a daemon thread. Any error is recorded in
+    its health and logged, and the next round comes after the shared backoff (at most
+    about 2 s), because a background duty that dies silently is worse than one that
+    complains every round."""
 
-    def __init__(self, name: str, action: Callable[[], object], interval_s: float) -> None:
+    def __init__(
+        self, name: str, action: Callable[[], object], interval_s: float, max_backoff_s: float = 2.0
+    ) -> None:
         self.name = name
         self.action = action
         self.interval_s = interval_s
+        self.health_record = Health(name)
+        self._backoff = Backoff(max_s=max_backoff_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        delay = self.interval_s
+        while not self._stop.wait(delay):
             try:
                 self.action()
-            except Exception:
-                log.exception("%s failed; retrying in %.1fs", self.name, self.interval_s)
+            except Exception as e:
+                failures = self.health_record.failed(e)
+                delay = self._backoff.next()
+                if failures == 1:
+                    log_failure(log, self.name, e, f"retrying in {delay:.2f}s")
+                else:
+                    log.warning(
+                        "%s failed %d times in a row, retrying in %.2fs: %s",
+                        self.name,
+                        failures,
+                        delay,
+                        describe_error(e),
+                    )
+                continue
+            self.health_record.succeeded()
+            self._backoff.reset()
+            delay = self.interval_s
+
+    def health(self) -> LoopHealth:
+        return self.health_record.snapshot(alive=self._thread.is_alive())
 
     def start(self) -> None:
         self._thread.start()
@@ -80,6 +120,58 @@ class Periodic:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+class WorkerLeadership:
+    """Whether some ``slotledger worker`` leads this pool's policies now, for a ``serve``
+    on PostgreSQL that runs no worker itself: the leader holds the election's advisory
+    lock (:func:`ledger.worker.advisory_key`), so ``pg_locks`` tells.
+
+    A :class:`Periodic` checks and the answer is kept in memory, so ``/readyz`` and
+    ``/metrics`` show it without a query of their own, also while the store is down.
+    It is the ``policy-worker`` loop, ``stopped`` while no worker leads
+    (``slotledger_loop_up`` 0, for an alert), yet never a readiness problem: no request
+    needs the policies to be answered (they act on timeouts of minutes), and taking every
+    server out of its load balancer because the workers are down would turn a degraded
+    pool into a full outage.
+    """
+
+    CHECK_S = 2.0
+    LED = "led by another process"
+    UNLED = "no worker leads"
+    _SQL = (
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND objsubid = 1 AND classid::bigint = %s AND objid::bigint = %s) AS led"
+    )
+
+    def __init__(self, recorder: PostgresApplicationRecorder, key: int) -> None:
+        self._datastore = recorder.datastore
+        # pg_locks shows a bigint key as its high and low 32 bits, unsigned.
+        self._params = ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
+        self.led: bool | None = None
+
+    def check(self) -> None:
+        with self._datastore.get_connection() as conn:
+            row = conn.execute(self._SQL, self._params).fetchone()
+        self.led = bool(row and row["led"])
+
+    def health(self, checking: LoopHealth) -> LoopHealth:
+        """The checking loop's health, told as the policy worker's: a failing or stopped
+        check shows as such, else who leads (nothing before the first check)."""
+        shown = replace(checking, name=Worker.NAME)
+        if checking.state != "running" or self.led is None:
+            return shown
+        if self.led:
+            return replace(shown, detail=self.LED)
+        return replace(shown, state="stopped", detail=self.UNLED)
+
+
+def loop_problem(health: LoopHealth) -> str:
+    """Why a loop makes a process not ready, in one line."""
+    if health.state == "stopped":
+        return f"{health.name} has stopped"
+    return f"{health.name} is failing ({health.consecutive_failures} in a row): {health.last_error}"
 
 
 def lag_seconds(lag: Lag) -> float:
@@ -91,21 +183,70 @@ def lag_seconds(lag: Lag) -> float:
 
 @dataclass(frozen=True)
 class Readiness:
-    """Whether the service can answer correctly now, and if not, why."""
+    """Whether the service can answer correctly now, and if not, why; with the health of
+    every loop and the parked events per consumer."""
 
     ready: bool
     problems: list[str] = field(default_factory=list)
     lag: Lag | None = None
+    loops: list[LoopHealth] = field(default_factory=list)
+    parked: dict[str, int] = field(default_factory=dict)
+
+
+def start_service(build: Callable[[], Service], timeout_s: float) -> Service:
+    """A service built and started, retrying while the store is unavailable (a server
+    that starts during a database restart or a connection storm must come up when the
+    store answers again, not exit): one log line per attempt, pauses of at most about
+    2 s, for ``timeout_s`` seconds; then the outage is raised. Any other error, such as
+    bad configuration, is raised at once."""
+    deadline = time.monotonic() + timeout_s
+    backoff = Backoff(min_s=0.25, max_s=2.0)
+    attempt = 0
+    while True:
+        attempt += 1
+        service: Service | None = None
+        try:
+            service = build()
+            service.start()
+            return service
+        except Exception as e:
+            outage = store_unavailable(e)
+            remaining = deadline - time.monotonic()
+            if outage is None or remaining <= 0:
+                raise  # the process exits: a failed start has stopped its parts already
+            if service is not None:
+                service.stop()  # closes its pools before the next attempt opens new ones
+            delay = min(backoff.next(), remaining)
+            log.warning(
+                "start attempt %d failed, retrying in %.2fs for up to %.0fs more: %s",
+                attempt,
+                delay,
+                remaining,
+                outage.detail,
+            )
+            time.sleep(delay)
 
 
 class Service:
-    """Everything one ``slotledger serve`` process runs."""
+    """Everything one ``slotledger serve`` process runs.
 
+    Readiness means this process answers correctly now. So it fails at once when a loop
+    has stopped, when a loop the answers depend on fails (``ESSENTIAL``: the read-model
+    follower, whose models the queries read, and the queue drain, which hands freed
+    slots to waiting bots), and while the read models miss a parked event. The other
+    loops (description mirror, transition log, policy worker, deploys) depend on Coolify
+    or only feed logs and metrics: their failures and parked events are shown (and
+    counted in ``/metrics``) but keep the process in its load balancer, where taking
+    every server out during a Coolify outage would turn it into a full outage. For the
+    same reason "no worker leads" (:class:`WorkerLeadership`) is shown, not a problem.
+    """
+
+    ESSENTIAL = frozenset({ReadModels.CONSUMER, "queue-drain"})
     MAX_BEHIND_EVENTS = 1000
     """Readiness fails when the read models are further behind than this..."""
     MAX_HEARTBEAT_AGE_S = 15.0
-    """...or when their follower has not looked at the log for this long while they are
-    more than ``CURRENT_EVENTS`` behind."""
+    """...or when their follower, alive and not failing, has not finished a round for
+    this long while they are more than ``CURRENT_EVENTS`` behind (a stuck thread)."""
     CURRENT_EVENTS = 10
 
     def __init__(
@@ -129,12 +270,17 @@ class Service:
         self.ledger: SlotLedger = build_ledger(self.settings)
         # Many API requests at once: their acquires and releases share transactions.
         self.ledger.enable_group_commit()
-        self.models: ReadModels = build_read_models(self.settings, self.ledger)
+        try:
+            self.models: ReadModels = build_read_models(self.settings, self.ledger)
+        except BaseException:
+            self.ledger.close()  # a start retried after an outage must not leak pools
+            raise
         self.follower: Follower = build_follower(self.models)
-        self.transitions = TransitionLog(
-            self.ledger, [self.metrics.transition], active=lambda: self.follower.is_leader
-        )
+        self.transitions = TransitionLog(self.ledger, [self.metrics.transition])
         self.metrics.watch(self.gauges)
+        self.metrics.watch_loops(lambda: self.loops())
+        self._secrets = secrets_of(self.settings)
+        self._loops: list[Callable[[int | None], LoopHealth]] = []
         self.fake: FakeCoolifyServer | None = None
         self._deployer: SlotDeployer | None = None
         self._stops: list[Callable[[], None]] = []
@@ -155,6 +301,7 @@ class Service:
                 self._start()
             except BaseException:
                 self._stop_parts()
+                self._loops.clear()
                 self._deployer = None
                 raise
             self.started = True
@@ -175,16 +322,27 @@ class Service:
 
         self.follower.start()
         self._stops.append(self.follower.stop)
-        self.transitions.start_at()
-        self._every("transition-log", self.transitions.catch_up, 0.2)
+        self._loops.append(self.follower.health)
+        transitions = self.transitions.follower(self.follower, self.models)
+        transitions.start()
+        self._stops.append(transitions.stop)
+        self._loops.append(transitions.health)
         mirror = DescriptionMirror(
-            self.ledger, coolify, follower_env(settings.store, DescriptionMirror.NAME, settings)
+            self.ledger,
+            coolify,
+            follower_env(settings.store, DescriptionMirror.NAME, settings),
+            leader=self.follower,
+            parking=self.models,
         )
         mirror.start()
         self._stops.append(mirror.stop)
+        self._loops.append(mirror.health)
         if self.run_worker:
             self._start_worker(settings, coolify)
+        else:
+            self._watch_workers(settings)
         self._every("queue-drain", deployer.drain, self.drain_interval_s)
+        self._loops.append(lambda head: self._deploys_health(deployer))
         if self.demo is not None and self.fake is not None:
             self._start_demo(self.demo, self.fake, deployer)
 
@@ -219,11 +377,40 @@ class Service:
             thread.join(timeout=10)
 
         self._stops.append(stop_worker)
+        self._loops.append(lambda head: worker.health(alive=thread.is_alive()))
 
-    def _every(self, name: str, action: Callable[[], object], interval_s: float) -> None:
+    def _watch_workers(self, settings: Settings) -> None:
+        """On PostgreSQL, show whether a ``slotledger worker`` leads (see
+        :class:`WorkerLeadership`); elsewhere no worker can run, so nothing to show."""
+        store, recorder = settings.store, self.ledger.recorder
+        if isinstance(store, PostgresStore) and isinstance(recorder, PostgresApplicationRecorder):
+            watch = WorkerLeadership(recorder, advisory_key(store.schema, settings.pool_name))
+            self._every(f"{Worker.NAME}-check", watch.check, watch.CHECK_S, watch.health)
+
+    def _every(
+        self,
+        name: str,
+        action: Callable[[], object],
+        interval_s: float,
+        shown: Callable[[LoopHealth], LoopHealth] = lambda health: health,
+    ) -> None:
         periodic = Periodic(name, action, interval_s)
         periodic.start()
         self._stops.append(periodic.stop)
+        self._loops.append(lambda head: shown(periodic.health()))
+
+    @staticmethod
+    def _deploys_health(deployer: SlotDeployer) -> LoopHealth:
+        """The per-deployment threads as one loop: how many run, how many failed."""
+        return LoopHealth(
+            name="deploys",
+            state="running",
+            failures_total=deployer.failed_deploys,
+            consecutive_failures=0,
+            last_error=None,
+            last_success_age_s=None,
+            running_tasks=deployer.running_deploys(),
+        )
 
     def stop(self) -> None:
         """Stop every part, newest first, then close the stores. The service cannot be
@@ -232,6 +419,7 @@ class Service:
             if self._closed:
                 return
             self._stop_parts()
+            self._loops.clear()
             self.started, self._closed = False, True
             self._deployer = None
             self.models.close()
@@ -275,6 +463,11 @@ class Service:
     def lag(self) -> Lag:
         return self.follower.lag()
 
+    def loops(self, head: int | None = None) -> list[LoopHealth]:
+        """The health of every background loop that runs, configured secrets blanked
+        from their errors; lags need the log's ``head``."""
+        return [health(head).redacted(self._secrets) for health in list(self._loops)]
+
     def gauges(self) -> Gauges:
         """The state the metrics expose, read from the read models."""
         stats, queue, lag = self.models.pool_stats(), self.models.queue_stats(), self.lag()
@@ -290,22 +483,36 @@ class Service:
             lag_events=lag.behind,
             lag_seconds=lag_seconds(lag),
             heartbeat_age_s=lag.heartbeat_s,
+            parked=self.models.parked_counts(),
+            loop_lags={h.name: h.lag_events for h in self.loops(lag.head)},
         )
 
     def readiness(self) -> Readiness:
-        """Ready when running, the store answers and the read models keep up."""
+        """Ready when running, the store answers, no loop has stopped, the essential
+        loops do not fail, and the read models keep up and miss no parked event."""
         if not self.started:
             return Readiness(False, ["the service is not running"])
         try:
             lag = self.lag()  # reads the log's head (the store) and the models' position
+            parked = self.models.parked_counts()
         except Exception as e:
-            return Readiness(False, [f"store unreachable: {type(e).__name__}"])
-        problems = []
+            return Readiness(False, [f"store unreachable: {type(e).__name__}"], loops=self.loops())
+        loops = self.loops(lag.head)
+        problems = [
+            loop_problem(h)
+            for h in loops
+            if (h.state == "stopped" and h.detail != WorkerLeadership.UNLED)
+            or (h.state == "failing" and h.name in self.ESSENTIAL)
+        ]
         silent = lag.heartbeat_s is None or lag.heartbeat_s > self.MAX_HEARTBEAT_AGE_S
         if silent and lag.behind > self.CURRENT_EVENTS:
-            # A silent follower matters once the models fall behind the log's head (which
-            # is read from the store itself, so a frozen follower cannot look current).
+            # A thread stuck inside a round: alive, not failing, yet the models fall
+            # behind the log's head (read from the store itself, so it cannot look current).
             problems.append("the read model follower is not following the log")
         if lag.behind > self.MAX_BEHIND_EVENTS:
             problems.append(f"the read models are {lag.behind} events behind")
-        return Readiness(not problems, problems, lag)
+        if missed := parked.get(ReadModels.CONSUMER, 0):
+            problems.append(
+                f"the read models miss {missed} parked event(s): see `slotledger parked`"
+            )
+        return Readiness(not problems, problems, lag, loops, parked)

@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     ] = "delete"
     policy_tick_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     queue_timeout_s: Annotated[float, Field(gt=0, le=600)] = 300.0
+    start_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """How long ``serve`` keeps retrying its start while the store is unavailable."""
 
     @field_validator("database_url")
     @classmethod

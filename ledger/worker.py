@@ -19,10 +19,13 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
 from ledger.application import Clock, SlotLedger
+from ledger.loops import Backoff, Health, LoopHealth
+from ledger.persistence import connect_session
 from ledger.policies import Decision, PolicyEngine, SlotRuntime
 from ledger.settings import PostgresStore, Settings
 
@@ -76,22 +79,17 @@ def advisory_key(schema: str, pool_name: str) -> int:
 
 
 class PostgresLeaderElection(LeaderElection):
-    """``pg_try_advisory_lock`` on a connection of its own, checked every tick.
+    """``pg_try_advisory_lock`` on a session of its own (:func:`connect_session`: short
+    keepalives, so a vanished leader's lock frees within seconds), checked every tick.
 
-    The session asks the server for short TCP keepalives, so the lock of a leader whose
-    host vanished (no FIN) frees after about 11 s (``KEEPALIVE_S``: idle + interval x count)
-    instead of the kernel's two hours.
-    Connect directly, never through a transaction-pooling proxy: session locks need the
-    session.
-    """
-
-    CONNECT_TIMEOUT_S = 5
-    KEEPALIVE_S = (5, 2, 3)  # idle, interval, count
+    A session that died while idle (server restart, terminated backends) fails on its
+    first use; the same call then tries once more on a fresh session, so a tick is lost
+    only while the store itself does not answer."""
 
     def __init__(self, store: PostgresStore, pool_name: str) -> None:
         self.conninfo = store.conninfo()
         self.key = advisory_key(store.schema, pool_name)
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._leader = False
 
     @property
@@ -99,16 +97,26 @@ class PostgresLeaderElection(LeaderElection):
         return self._leader
 
     def try_lead(self) -> bool:
+        reused = self._conn is not None and not self._conn.closed
         try:
-            conn = self._connection()
-            if self._leader:
-                conn.execute("SELECT 1")  # the session, and so the lock, is still there
-            else:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
-                self._leader = bool(row and row[0])
+            return self._check_or_take()
+        except psycopg.Error:
+            self.release()
+            if not reused:
+                raise
+        try:
+            return self._check_or_take()
         except psycopg.Error:
             self.release()
             raise
+
+    def _check_or_take(self) -> bool:
+        conn = self._connection()
+        if self._leader:
+            conn.execute("SELECT 1")  # the session, and so the lock, is still there
+        else:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+            self._leader = bool(row and row[0])
         return self._leader
 
     def release(self) -> None:
@@ -122,24 +130,10 @@ class PostgresLeaderElection(LeaderElection):
             if was_leader and not conn.closed:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
 
-    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
             self._leader = False
-            idle, interval, count = self.KEEPALIVE_S
-            self._conn = psycopg.connect(
-                self.conninfo,
-                autocommit=True,
-                connect_timeout=self.CONNECT_TIMEOUT_S,
-                application_name=f"slotledger-worker pid={os.getpid()}",
-                keepalives=1,
-                keepalives_idle=idle,
-                keepalives_interval=interval,
-                keepalives_count=count,
-                options=(
-                    f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval}"
-                    f" -c tcp_keepalives_count={count} -c statement_timeout=5000"
-                ),
-            )
+            self._conn = connect_session(self.conninfo, "worker")
         return self._conn
 
 
@@ -153,13 +147,15 @@ def election_for(settings: Settings) -> LeaderElection:
 class Worker:
     """Standby until leader, then one policy tick every ``tick_s``.
 
-    Any error is logged and the loop goes on after a bounded backoff: a worker that stops
-    ticking must say so in its log, and ``last_tick_at`` lets a health check see it. A
-    leader failing ``RESIGN_AFTER`` times in a row gives leadership up.
+    Any error is logged and the loop goes on after the shared jittered backoff (at most
+    ``MAX_BACKOFF_S``, so a worker ticks again within seconds of the store's return); a
+    worker that stops ticking says so in its log and in :meth:`health`. A leader failing
+    ``RESIGN_AFTER`` times in a row gives leadership up.
     """
 
-    MAX_BACKOFF_S = 30.0
+    MAX_BACKOFF_S = 2.0
     RESIGN_AFTER = 3
+    NAME = "policy-worker"
 
     def __init__(
         self,
@@ -176,6 +172,8 @@ class Worker:
         self.pool_name = settings.pool_name
         self.last_tick_at: datetime | None = None
         self.failures = 0
+        self.backoff = Backoff(max_s=self.MAX_BACKOFF_S)
+        self.health_record = Health(self.NAME)
 
     @property
     def is_leader(self) -> bool:
@@ -202,27 +200,37 @@ class Worker:
         finally:
             self.election.release()
 
-    def backoff_s(self, failures: int) -> float:
-        """Doubling from the tick, capped: a flapping database is not hammered, and a
-        standby still tries often enough to take over soon after it recovers."""
-        return min(self.tick_s * 2.0 ** min(failures, 16), max(self.MAX_BACKOFF_S, self.tick_s))
+    def health(self, *, alive: bool = True) -> LoopHealth:
+        """How the loop does; ``alive`` says whether the thread running it still runs."""
+        return self.health_record.snapshot(alive=alive)
 
     def _turn(self) -> float:
         """Run one step; returns how long to wait before the next. A leader that keeps
         failing resigns, so a healthy standby can take over."""
         try:
             self.step()
-        except Exception:
-            self.failures += 1
-            if self.failures >= self.RESIGN_AFTER and self.election.is_leader:
-                self.election.release()
-            delay = self.backoff_s(self.failures)
-            log.exception(
-                "policy worker failed %d time(s) in a row (%s); next try in %.1fs",
-                self.failures,
-                "leader" if self.election.is_leader else "not leading",
-                delay,
-            )
-            return delay
+        except Exception as e:
+            return self._failed(e)
         self.failures = 0
+        self.backoff.reset()
+        self.health_record.succeeded(standby=not self.election.is_leader)
         return self.tick_s
+
+    def _failed(self, error: Exception) -> float:
+        """Count, maybe resign, log; the pause before the next try (never a raise: the
+        loop must outlive anything a step throws, a failing resignation included)."""
+        self.failures += 1
+        self.health_record.failed(error)
+        if self.failures >= self.RESIGN_AFTER and self.election.is_leader:
+            try:
+                self.election.release()
+            except Exception:
+                log.exception("policy worker could not give leadership up")
+        delay = min(self.backoff.next(), max(self.tick_s, self.backoff.min_s))
+        log.exception(
+            "policy worker failed %d time(s) in a row (%s); next try in %.1fs",
+            self.failures,
+            "leader" if self.election.is_leader else "not leading",
+            delay,
+        )
+        return delay

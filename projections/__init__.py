@@ -7,7 +7,7 @@ audit queries and incident bundles, on PostgreSQL and SQLite.
 from projections.bootstrap import build_follower, build_read_models
 from projections.bundle import Imported, export, import_bundle
 from projections.errors import ProjectionError, ReadModelTimeout, RebuildInProgress
-from projections.follower import Follower
+from projections.follower import Companion, Follower, LogFollower
 from projections.postgres import PostgresFollower, PostgresReadModels
 from projections.readmodels import ReadModels
 from projections.records import (
@@ -16,6 +16,8 @@ from projections.records import (
     Failure,
     Interval,
     Lag,
+    ParkedEvent,
+    ParkedStatus,
     PoolSnapshot,
     PoolStats,
     Progress,
@@ -30,11 +32,15 @@ from projections.sqlite import SQLiteFollower, SQLiteReadModels
 __all__ = [
     "AuditRecord",
     "BotLease",
+    "Companion",
     "Failure",
     "Follower",
     "Imported",
     "Interval",
     "Lag",
+    "LogFollower",
+    "ParkedEvent",
+    "ParkedStatus",
     "PoolSnapshot",
     "PoolStats",
     "PostgresFollower",

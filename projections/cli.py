@@ -1,5 +1,6 @@
 """Read-side commands for the ``slotledger`` CLI: replay, history, audit, at, diff, export,
-import. ``register(app, get_context)`` adds them to the lead's Typer app.
+import, and ``parked`` (the events the log's consumers could not take: list, retry,
+skip). ``ledger.cli`` calls ``register(app, get_context)`` to add them to the one app.
 
 Tables by default (rich), NDJSON with ``--json``; "nothing found" is exit 0 with a
 message on stderr, a bad argument is exit 2 with one line.
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, ParamSpec, Protocol, TypeVar
 
@@ -20,82 +21,67 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ledger.application import SlotLedger
-from ledger.bootstrap import build_ledger
+from ledger.bootstrap import follower_env
+from ledger.coolify import CoolifyClient
+from ledger.descriptions import DescriptionMirror
 from ledger.errors import BadInput, SlotLedgerError
-from ledger.settings import Settings, load_settings
-from projections.bootstrap import build_read_models
+from ledger.logs import TransitionLog
+from ledger.loops import describe_error
+from ledger.output import failing_cleanly
+from ledger.settings import Settings
+from projections.bootstrap import build_follower
 from projections.bundle import export, import_bundle, jsonable
+from projections.follower import TrackedConsumer
+from projections.follower import log as follower_log
 from projections.inputs import parse_instant, parse_until
 from projections.readmodels import ReadModels
+from projections.records import ParkedEvent, ParkedStatus
 from projections.records import Progress as ProgressReport
 
-__all__ = ["CliContext", "ReadSideContext", "default_context", "register"]
+__all__ = ["ReadSideContext", "caught_up", "register"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-BAD_ARGUMENT = 2
 
 Replayed = Annotated[
     str | None,
     typer.Option("--models", help="query what `replay --into` built in this schema or file"),
 ]
 JSONOutput = Annotated[bool, typer.Option("--json", help="NDJSON output")]
+ConsumerOption = Annotated[
+    str | None, typer.Option("--consumer", help="only this consumer's, e.g. read-models")
+]
 
 
 class ReadSideContext(Protocol):
     """What the commands need from the CLI's context: the read models (which hold the
-    ledger, and through it the pool name)."""
+    ledger, and through it the pool name); settings and Coolify to retry the parked
+    events of the description mirror."""
 
     @property
     def read_models(self) -> ReadModels: ...
 
-
-@dataclass
-class CliContext:
-    """A context built from settings on first use: settings -> ledger -> read models."""
-
-    settings: Settings = field(default_factory=load_settings)
-    _ledger: SlotLedger | None = None
-    _models: ReadModels | None = None
+    @property
+    def settings(self) -> Settings: ...
 
     @property
-    def ledger(self) -> SlotLedger:
-        if self._ledger is None:
-            self._ledger = build_ledger(self.settings)
-        return self._ledger
-
-    @property
-    def read_models(self) -> ReadModels:
-        if self._models is None:
-            self._models = build_read_models(self.settings, self.ledger)
-        return self._models
-
-    def close(self) -> None:
-        if self._models is not None:
-            self._models.close()
-        if self._ledger is not None:
-            self._ledger.close()
+    def coolify(self) -> CoolifyClient: ...
 
 
-def default_context() -> CliContext:
-    return CliContext()
+class StillParked(SlotLedgerError):
+    """A retried parked event failed again: it stays parked, with the new error."""
+
+    code = "still_parked"
+    http_status = 409
 
 
 def _fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
-    """Bad arguments exit 2 with one line; other ledger errors exit 1."""
+    """Errors print and exit as every command's do (``ledger.output.failing_cleanly``)."""
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with failing_cleanly():
             return command(*args, **kwargs)
-        except BadInput as e:
-            typer.echo(f"error: {e.detail}", err=True)
-            raise typer.Exit(BAD_ARGUMENT) from None
-        except SlotLedgerError as e:
-            typer.echo(f"error: {e.detail}", err=True)
-            raise typer.Exit(1) from None
 
     return run
 
@@ -152,6 +138,26 @@ def _rebuild_progress(console: Console) -> tuple[Progress, Callable[[ProgressRep
     return bar, report
 
 
+def caught_up(models: ReadModels, *, warn: bool = True) -> ReadModels:
+    """The live models brought up to the log's head by the follower's own rounds, so an
+    event they cannot take is parked here exactly as a server would park it, and the
+    command answers without it. The follower's log lines are a server's; a command says
+    it in one line on stderr (unless ``warn`` is off: ``parked`` lists them anyway)."""
+    level = follower_log.level
+    follower_log.setLevel(logging.CRITICAL)
+    try:
+        build_follower(models).catch_up()
+    finally:
+        follower_log.setLevel(level)
+    if warn and (missed := models.parked_counts().get(models.CONSUMER, 0)):
+        typer.echo(
+            f"warning: {missed} event(s) parked: the read models leave them out "
+            "(see `slotledger parked`)",
+            err=True,
+        )
+    return models
+
+
 def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> None:
     """Add the read-side commands to ``app``; ``get_context`` is called once per command."""
 
@@ -160,8 +166,7 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
         read_models = get_context().read_models
         if replayed is not None:
             return read_models.replayed(replayed)
-        read_models.catch_up()
-        return read_models
+        return caught_up(read_models)
 
     @app.command("replay")
     @_fail_cleanly
@@ -408,3 +413,121 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
             f"imported {result.events} events of {result.aggregates} aggregates into "
             f"{result.path}; use LEDGER_DATABASE_URL=sqlite:///{result.path}"
         )
+
+    register_parked(app, get_context)
+
+
+def _retried_consumer(context: ReadSideContext, name: str) -> TrackedConsumer:
+    """The consumer that parked an event, built to take it again in this process."""
+    models = context.read_models
+    if name == DescriptionMirror.name:
+        settings = context.settings
+        env = follower_env(settings.store, DescriptionMirror.NAME, settings)
+        return DescriptionMirror(models.ledger, context.coolify, env)
+    if name == TransitionLog.name:
+        return TransitionLog(models.ledger)
+    raise BadInput(f"no retry for consumer {name!r}: skip its events instead")
+
+
+def _retry(context: ReadSideContext, entries: Sequence[ParkedEvent]) -> list[str]:
+    """Reprocess parked events into their consumers; the errors of those that failed
+    again (they stay parked, with that error). The read models take theirs back through
+    a rebuild, which replays the log in order: applying an old event on top of the
+    models' later state would be wrong."""
+    models = context.read_models
+    failed: list[str] = []
+    ours = [e for e in entries if e.consumer == models.CONSUMER]
+    if ours:
+        try:
+            models.rebuild(retry=[e.position for e in ours])
+        except Exception as e:
+            failed += [_still_parked(models, entry, e) for entry in ours]
+        else:
+            for entry in ours:
+                models.resolve_parked(entry, ParkedStatus.RETRIED)
+    for entry in entries:
+        if entry.consumer == models.CONSUMER:
+            continue
+        consumer = _retried_consumer(context, entry.consumer)
+        notification = models.ledger.recorder.select_notifications(entry.position, 1)[0]
+        try:
+            consumer.retry((entry.position, models.ledger.mapper.to_domain_event(notification)))
+        except Exception as e:
+            failed.append(_still_parked(models, entry, e))
+        else:
+            models.resolve_parked(entry, ParkedStatus.RETRIED)
+    return failed
+
+
+def _still_parked(models: ReadModels, entry: ParkedEvent, error: Exception) -> str:
+    again = entry._replace(error=describe_error(error), attempts=entry.attempts + 1)
+    models.park(again)
+    return f"{entry.consumer} event {entry.position}: {again.error}"
+
+
+def register_parked(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> None:
+    """``parked`` (list), ``parked retry POS|--all`` and ``parked skip POS``."""
+    parked = typer.Typer(
+        help="Events a consumer of the log could not take and went on past.",
+        invoke_without_command=True,
+    )
+
+    def chosen(position: int | None, every: bool, consumer: str | None) -> list[ParkedEvent]:
+        if (position is None) == (not every):
+            raise BadInput("give a log position or --all, not both")
+        entries = get_context().read_models.parked(position)
+        entries = [e for e in entries if consumer in (None, e.consumer)]
+        if not entries:
+            raise BadInput(
+                "no parked events" if position is None else f"no parked event at {position}"
+            )
+        return entries
+
+    @parked.callback()
+    @_fail_cleanly
+    def listing(context: typer.Context, json_: JSONOutput = False) -> None:
+        """List the parked events: consumer, position, topic, error, attempts, when."""
+        if context.invoked_subcommand is not None:
+            return
+        entries = caught_up(get_context().read_models, warn=False).parked()
+        if not entries:
+            return _nothing("no parked events")
+        if json_:
+            return _ndjson(e._asdict() for e in entries)
+        return _table(
+            "parked events",
+            ["position", "consumer", "topic", "error", "attempts", "parked at"],
+            (
+                (e.position, e.consumer, e.topic, e.error, e.attempts, _when(e.parked_at))
+                for e in entries
+            ),
+        )
+
+    @parked.command("retry")
+    @_fail_cleanly
+    def retry(
+        position: Annotated[int | None, typer.Argument(help="log position")] = None,
+        every: Annotated[bool, typer.Option("--all", help="every parked event")] = False,
+        consumer: ConsumerOption = None,
+    ) -> None:
+        """Reprocess parked events into their consumers (after a fix); those that fail
+        again stay parked (exit 1)."""
+        entries = chosen(position, every, consumer)
+        failed = _retry(get_context(), entries)
+        typer.echo(f"retried {len(entries) - len(failed)} of {len(entries)} parked event(s)")
+        if failed:
+            raise StillParked("still parked: " + "; ".join(failed))
+
+    @parked.command("skip")
+    @_fail_cleanly
+    def skip(
+        position: Annotated[int, typer.Argument(help="log position")],
+        consumer: ConsumerOption = None,
+    ) -> None:
+        """Accept that a parked event is never taken: it no longer counts as parked."""
+        models = get_context().read_models
+        for entry in chosen(position, False, consumer):
+            models.resolve_parked(entry, ParkedStatus.SKIPPED)
+            typer.echo(f"skipped event {entry.position} for {entry.consumer}")
+
+    app.add_typer(parked, name="parked")

@@ -29,10 +29,22 @@ from projections.records import (
     SlotState,
 )
 
-__all__ = ["EVENT_TYPES", "Changes", "Event", "Projector"]
+__all__ = ["EVENT_TYPES", "Batch", "Changes", "Event", "Positioned", "Projector"]
 
 Event = DomainEventProtocol[UUID]
 Positioned = tuple[int, Event]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What a consumer of the log reads in one go: the events to take, and how far the
+    batch reaches (``last``), which is further when parked events were left out."""
+
+    events: list[Positioned]
+    last: int
+    """The position the consumer's tracking moves to once the batch is taken."""
+    read: int
+    """How many log positions the batch covers, taken or left out (0: caught up)."""
 
 
 def _leaf_event_types() -> frozenset[str]:

@@ -37,7 +37,8 @@ def parse_until(text: str) -> datetime | int:
 def check_event_type(name: str) -> str:
     if name not in EVENT_TYPES:
         known = ", ".join(sorted(EVENT_TYPES))
-        raise BadInput(f"unknown event type {name!r}; known types: {known}")
+        msg = f"unknown event type {name[:64]!a}; known types: {known}"  # short, escaped
+        raise BadInput(msg, field="type")
     return name
 
 

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger.application import SlotLedger
 from ledger.errors import BadInput, ConfigurationError
-from ledger.persistence import RECONNECT_S
+from ledger.persistence import RECONNECT_S, ddl_lock, ddl_missing
 from projections.errors import RebuildInProgress
 from projections.fold import Changes
 from projections.follower import Follower
@@ -52,8 +52,6 @@ _BINARY_TYPES: dict[Kind, str] = {
 """Type names for binary COPY, which needs every column's type up front."""
 _MAX_POSITION = 2**63 - 1
 _MAX_IDENTIFIER = 63
-_DDL_LOCK_KEY = 0x51071ED6E5
-"""Serialises our DDL across processes (concurrent CREATE ... IF NOT EXISTS collide)."""
 
 
 class PostgresDialect(Dialect):
@@ -148,6 +146,7 @@ class PostgresReadModels(ReadModels):
             name="slotledger-read-models",
             timeout=5.0,
             reconnect_timeout=RECONNECT_S,
+            check=ConnectionPool.check_connection,  # a dead session is replaced, not used
             open=True,
         )
         super().__init__(
@@ -204,18 +203,25 @@ class PostgresReadModels(ReadModels):
         with self._pool.connection() as conn:
             return conn.execute(statement, params).fetchall()
 
-    def _notifications(self, start: int, stop: int | None) -> Sequence[Notification]:
+    def _notifications(self, start: int, stop: int | None, limit: int) -> Sequence[Notification]:
         """The recorder's query, with binary tuple rows: its dict rows cost as much CPU
         as decoding the events, and reading is most of a rebuild."""
         with self._pool.connection() as conn, conn.cursor(binary=True) as curs:
-            params = (start, _MAX_POSITION if stop is None else stop, self.batch_size)
+            params = (start, _MAX_POSITION if stop is None else stop, limit)
             return [Notification(*row) for row in curs.execute(self._select_log, params)]
 
     def create_tables(self, *, indexes: bool = True) -> None:
-        with self._transaction() as curs:
-            curs.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-            curs.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.model_set.schema}"')
-        super().create_tables(indexes=indexes)
+        """Nothing to do (and no lock taken) when the catalog has every table and index
+        already, as at every start but the first; else under the ledger's DDL lock, held
+        until the tables' transaction committed."""
+        sql = self.sql
+        statements = [*sql.create_tables, *sql.create_indexes, *sql.create_parked]
+        with self._pool.connection() as conn:
+            if indexes and not ddl_missing(conn, self.model_set.schema, statements):
+                return
+        with self._pool.connection() as conn, ddl_lock(conn):
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.model_set.schema}"')
+            super().create_tables(indexes=indexes)
 
     def _write(self, curs: Cursor, changes: Changes) -> None:
         """COPY for the append-only models, one ``unnest`` upsert per mutable model."""

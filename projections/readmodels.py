@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ from ledger.application import SlotLedger
 from ledger.domain import SlotStatus, pool_id
 from ledger.errors import BadInput
 from projections.errors import ReadModelTimeout
-from projections.fold import Changes, Positioned, Projector
+from projections.fold import Batch, Changes, Positioned, Projector
 from projections.inputs import check_event_type, check_window, utc
 from projections.records import (
     AuditRecord,
@@ -36,6 +36,8 @@ from projections.records import (
     Failure,
     Interval,
     Lag,
+    ParkedEvent,
+    ParkedStatus,
     PoolSnapshot,
     PoolStats,
     Progress,
@@ -49,6 +51,7 @@ from projections.records import (
 from projections.schema import (
     AUDIT,
     MODELS,
+    PARKED,
     POOL_SIZES,
     QUEUE_ENTRIES,
     SLOT_STATUS,
@@ -82,6 +85,9 @@ class Cursor(Protocol):
 
     def fetchone(self) -> Any: ...
 
+    @property
+    def rowcount(self) -> int: ...
+
 
 def _none_safe(convert: Convert | None) -> Convert | None:
     return None if convert is None else (lambda v: None if v is None else convert(v))
@@ -91,6 +97,8 @@ class ReadModels(ABC):
     """Every read model of one ledger, in one model set, on one backend."""
 
     dialect: ClassVar[Dialect]
+    CONSUMER: ClassVar[str] = "read-models"
+    """The read models' name as a consumer of the log (parked events, loop health)."""
 
     def __init__(
         self,
@@ -107,9 +115,15 @@ class ReadModels(ABC):
         self.batch_size = batch_size
         self.projector = Projector()
         self.sql = Statements(self.dialect, model_set)
-        self._encoders = {t.name: self._converters(t, self.dialect.encoder) for t in MODELS}
-        self._decoders = {t.name: self._converters(t, self.dialect.decoder) for t in MODELS}
-        self._index = {t.name: {c.name: i for i, c in enumerate(t.columns)} for t in MODELS}
+        tables = (*MODELS, PARKED)
+        self._encoders = {t.name: self._converters(t, self.dialect.encoder) for t in tables}
+        self._decoders = {t.name: self._converters(t, self.dialect.decoder) for t in tables}
+        self._index = {t.name: {c.name: i for i, c in enumerate(t.columns)} for t in tables}
+        self._parking: ReadModels = self
+        """Whose parked events this set leaves out: its own, or the live set's for a
+        rebuild's side tables and a replay target."""
+        self._retrying: frozenset[int] = frozenset()
+        """Parked positions this set takes after all (an operator's retry)."""
         if create:
             self.create_tables()
 
@@ -177,6 +191,9 @@ class ReadModels(ABC):
             if indexes:
                 self._create_indexes(curs)
             curs.execute(self.sql.init_tracking, (self.ledger.name,))
+            if not self.model_set.suffix:
+                for statement in self.sql.create_parked:
+                    curs.execute(statement)
 
     def create_indexes(self) -> None:
         with self._transaction() as curs:
@@ -252,11 +269,11 @@ class ReadModels(ABC):
         return Lag(head=self.head(), position=tracking.position, seconds=seconds)
 
     def project(self, *, stop: int | None = None, until: datetime | None = None) -> int:
-        """Project the next batch in one transaction; returns how many events it applied
-        (0: caught up, or another writer applied this batch first)."""
+        """Project the next batch in one transaction; returns how many log positions it
+        moved over (0: caught up, or another writer applied this batch first)."""
         start = self.position()
         batch = self._next_batch(start, stop, until)
-        return len(batch) if batch and self._commit(start, batch) else 0
+        return batch.read if batch.read and self._commit(start, batch) else 0
 
     def catch_up(
         self,
@@ -269,15 +286,15 @@ class ReadModels(ABC):
         target = self.head() if stop is None else stop
         started, position, done = time.monotonic(), self.position(), 0
         total = target - position
-        while (batch := self._next_batch(position, target, until)) and self._commit(
+        while (batch := self._next_batch(position, target, until)).read and self._commit(
             position, batch
         ):
-            position, done = batch[-1][0], done + len(batch)
+            position, done = batch.last, done + len(batch.events)
             if progress is not None:
                 progress(Progress(done, max(total, done), time.monotonic() - started))
         return done
 
-    def _commit(self, start: int, batch: Sequence[Positioned]) -> bool:
+    def _commit(self, start: int, batch: Batch) -> bool:
         """Apply a batch and its tracking row in one transaction, unless another writer
         has moved the position since ``start`` was read (then nothing is written)."""
         with self._transaction() as curs:
@@ -285,6 +302,11 @@ class ReadModels(ABC):
                 return False
             self._process(curs, batch)
         return True
+
+    def skip(self, start: int, position: int) -> bool:
+        """Move the position from ``start`` to ``position`` without projecting anything
+        (past a parked event); False when another writer moved it first."""
+        return self._commit(start, Batch([], position, 1))
 
     def wait(self, position: int, timeout: float = 5.0) -> None:
         """Return once the models include ``position`` (read-your-writes), polling with
@@ -308,20 +330,39 @@ class ReadModels(ABC):
         )
         raise ReadModelTimeout(msg, position=position, reached=reached)
 
-    def _next_batch(self, start: int, stop: int | None, until: datetime | None) -> list[Positioned]:
-        notifications = self._notifications(start, stop)
+    def _next_batch(
+        self, start: int, stop: int | None, until: datetime | None, *, limit: int | None = None
+    ) -> Batch:
+        """The next events after ``start`` (at most ``limit``, default the batch size),
+        less the parked ones (which the batch still moves over), up to ``stop`` or the
+        last event at or before ``until``."""
+        notifications = self._notifications(start, stop, limit or self.batch_size)
+        if not notifications:
+            return Batch([], start, 0)
+        excluded = self._excluded(start, notifications[-1].id)
         to_event = self.ledger.mapper.to_domain_event
-        batch: list[Positioned] = [(n.id, to_event(n)) for n in notifications]
-        if until is not None:
-            for i, (_, event) in enumerate(batch):
-                if getattr(event, "timestamp", until) > until:
-                    return batch[:i]
-        return batch
+        events: list[Positioned] = []
+        last, read = start, 0
+        for n in notifications:
+            if n.id not in excluded:
+                event = to_event(n)
+                if until is not None and getattr(event, "timestamp", until) > until:
+                    break
+                events.append((n.id, event))
+            last, read = n.id, read + 1
+        return Batch(events, last, read)
 
-    def _notifications(self, start: int, stop: int | None) -> Sequence[Notification]:
-        """The log after ``start`` (up to ``stop``), one batch."""
+    def _excluded(self, start: int, last: int) -> set[int]:
+        """Positions in (start, last] parked or skipped for the read models: the live
+        models went on past them, so a rebuild or replay leaves them out too."""
+        home = self._parking
+        rows = home._query(home.sql.excluded, (self.CONSUMER, start, last))
+        return {int(r[0]) for r in rows} - self._retrying
+
+    def _notifications(self, start: int, stop: int | None, limit: int) -> Sequence[Notification]:
+        """The log after ``start`` (up to ``stop``), at most ``limit`` events."""
         return self.ledger.recorder.select_notifications(
-            start, self.batch_size, stop=stop, inclusive_of_start=False
+            start, limit, stop=stop, inclusive_of_start=False
         )
 
     def _locked_position(self, curs: Cursor) -> int:
@@ -329,23 +370,20 @@ class ReadModels(ABC):
         position: int = curs.fetchone()[0]
         return position
 
-    def _process(self, curs: Cursor, batch: Sequence[Positioned]) -> None:
-        slot_ids, entry_ids = self.projector.prior_ids(batch)
+    def _process(self, curs: Cursor, batch: Batch) -> None:
+        now = self._param(TRACKING, "updated_at", datetime.now(UTC))
+        if not batch.events:  # only parked events: move over them
+            curs.execute(self.sql.advance_tracking, (batch.last, now, self.ledger.name))
+            return
+        slot_ids, entry_ids = self.projector.prior_ids(batch.events)
         changes = self.projector.fold(
-            batch,
+            batch.events,
             self._prior(curs, SLOT_STATUS, slot_ids),
             self._prior(curs, QUEUE_ENTRIES, entry_ids),
         )
         self._write(curs, changes)
-        curs.execute(
-            self.sql.update_tracking,
-            (
-                changes.position,
-                self._param(TRACKING, "event_at", changes.event_at),
-                self._param(TRACKING, "updated_at", datetime.now(UTC)),
-                self.ledger.name,
-            ),
-        )
+        event_at = self._param(TRACKING, "event_at", changes.event_at)
+        curs.execute(self.sql.update_tracking, (batch.last, event_at, now, self.ledger.name))
 
     def _write(self, curs: Cursor, changes: Changes) -> None:
         """Write a batch's changes (not the tracking row) with one ``executemany`` per
@@ -390,14 +428,18 @@ class ReadModels(ABC):
 
     # --- rebuild and replay --------------------------------------------------------------
 
-    def rebuild(self, progress: ProgressCallback | None = None) -> int:
+    def rebuild(
+        self, progress: ProgressCallback | None = None, *, retry: Collection[int] = ()
+    ) -> int:
         """Build every model afresh from the log into side tables while these keep
-        serving, then swap them in atomically; returns the number of events projected."""
+        serving, then swap them in atomically; returns the number of events projected.
+        Parked events are left out, but those at the ``retry`` positions."""
         side = self._sibling(
             ModelSet(
                 self.model_set.schema, self.model_set.prefix, self.model_set.suffix + REBUILD_SUFFIX
             )
         )
+        side._parking, side._retrying = self._parking, frozenset(retry)
         with side._exclusive():
             side._reset()
             done = side.catch_up(progress=progress)
@@ -410,9 +452,9 @@ class ReadModels(ABC):
 
     def _catch_up_in(self, curs: Cursor) -> int:
         position, done = self._locked_position(curs), 0
-        while batch := self._next_batch(position, None, None):
+        while (batch := self._next_batch(position, None, None)).read:
             self._process(curs, batch)
-            position, done = batch[-1][0], done + len(batch)
+            position, done = batch.last, done + len(batch.events)
         return done
 
     def replay(
@@ -427,6 +469,7 @@ class ReadModels(ABC):
         if isinstance(until, int) and not 0 <= until <= head:
             raise BadInput(f"position {until} is beyond the log end ({head})")
         target = self._replay_target(into)
+        target._parking = self._parking
         with target._exclusive():
             target._reset()
             target.catch_up(
@@ -444,6 +487,34 @@ class ReadModels(ABC):
             target.close()
             raise BadInput(f"no replayed read models in {into!r}")
         return target
+
+    # --- parked events -------------------------------------------------------------------
+
+    def park(self, entry: ParkedEvent) -> None:
+        """Record (again) an event a consumer could not take."""
+        with self._transaction() as curs:
+            curs.execute(self.sql.park, self._encode(PARKED, [entry])[0])
+
+    def parked(self, position: int | None = None) -> list[ParkedEvent]:
+        """The unresolved parked events of every consumer (at one position), in log order."""
+        if position is None:
+            rows = self._query(self.sql.parked)
+        else:
+            rows = self._query(self.sql.parked_at, (position,))
+        return [self._decode(PARKED, r) for r in rows]
+
+    def parked_counts(self) -> dict[str, int]:
+        """Unresolved parked events per consumer."""
+        return {str(c): int(n) for c, n in self._query(self.sql.parked_counts)}
+
+    def resolve_parked(self, entry: ParkedEvent, status: ParkedStatus) -> bool:
+        """Mark a parked event skipped or retried; False when it was resolved already."""
+        at = self._param(PARKED, "resolved_at", datetime.now(UTC))
+        with self._transaction() as curs:
+            curs.execute(
+                self.sql.resolve_parked, (status.value, at, entry.consumer, entry.position)
+            )
+            return curs.rowcount > 0
 
     # --- queries -------------------------------------------------------------------------
 

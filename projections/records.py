@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, NamedTuple, NewType
 from uuid import UUID
 
@@ -24,6 +25,8 @@ __all__ = [
     "Interval",
     "JSONText",
     "Lag",
+    "ParkedEvent",
+    "ParkedStatus",
     "PoolSize",
     "PoolSnapshot",
     "PoolStats",
@@ -130,6 +133,30 @@ class AuditRecord(NamedTuple):
         """The event's other fields, decoded."""
         decoded: dict[str, Any] = json.loads(self.data)
         return decoded
+
+
+class ParkedStatus(StrEnum):
+    PARKED = "parked"
+    """The consumer went on past it; it waits for an operator."""
+    SKIPPED = "skipped"
+    """An operator accepted that the consumer never takes it."""
+    RETRIED = "retried"
+    """An operator had it reprocessed, and it was taken."""
+
+
+class ParkedEvent(NamedTuple):
+    """An event a consumer could not take, recorded so the consumer goes on past it;
+    one row per consumer and position, in the read models' store."""
+
+    consumer: str
+    position: int
+    topic: str
+    originator_id: UUID
+    error: str
+    attempts: int
+    parked_at: datetime
+    status: ParkedStatus
+    resolved_at: datetime | None
 
 
 class Tracking(NamedTuple):

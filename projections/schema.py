@@ -22,6 +22,7 @@ from projections.records import (
     AuditRecord,
     Interval,
     JSONText,
+    ParkedEvent,
     PoolSize,
     QueueState,
     SlotState,
@@ -31,6 +32,7 @@ from projections.records import (
 __all__ = [
     "AUDIT",
     "MODELS",
+    "PARKED",
     "POOL_SIZES",
     "QUEUE_ENTRIES",
     "SLOT_STATUS",
@@ -115,6 +117,9 @@ AUDIT = Table(
 )
 TRACKING = Table("tracking", Tracking, ("name",))
 MODELS = (SLOT_STATUS, STATUS_INTERVALS, POOL_SIZES, QUEUE_ENTRIES, AUDIT, TRACKING)
+PARKED = Table("parked", ParkedEvent, ("consumer", "position"), (("status",),))
+"""Events the consumers of the log parked: not a model (a rebuild neither drops nor swaps
+it), one table per live model set, shared by every consumer that parks there."""
 
 
 class Dialect(ABC):
@@ -189,12 +194,22 @@ class Statements:
         self.dialect = dialect
         self.model_set = model_set
         self.names = {t.name: dialect.qualify(model_set.schema, model_set.table(t)) for t in MODELS}
+        # A rebuild's side tables share the live set's parked events: no suffix.
+        self.names[PARKED.name] = dialect.qualify(
+            model_set.schema, f"{model_set.prefix}{PARKED.name}"
+        )
         self.create_tables = [self._create_table(t) for t in MODELS]
         self.create_indexes = [
             f"CREATE INDEX IF NOT EXISTS {model_set.index(t, cols)} ON {self.names[t.name]} "
             f"({', '.join(cols)})"
             for t in MODELS
             for cols in t.indexes
+        ]
+        parked_key = ModelSet(model_set.schema, model_set.prefix)
+        self.create_parked = [
+            self._create_table(PARKED, parked_key),
+            f"CREATE INDEX IF NOT EXISTS {parked_key.index(PARKED, ('status',))} "
+            f"ON {self.names[PARKED.name]} (status)",
         ]
         self.drop_tables = [f"DROP TABLE IF EXISTS {self.names[t.name]}" for t in MODELS]
         self.insert = {t.name: self._insert(t) for t in MODELS}
@@ -214,6 +229,24 @@ class Statements:
         )
         self.update_tracking = self.sql(
             "UPDATE {tracking} SET position = ?, event_at = ?, updated_at = ? WHERE name = ?"
+        )
+        self.park = self._upsert(PARKED)
+        parked = f"SELECT {PARKED.column_list} FROM {{parked}} WHERE status = 'parked'"
+        self.parked = self.sql(parked + " ORDER BY position, consumer")
+        self.parked_at = self.sql(parked + " AND position = ? ORDER BY consumer")
+        self.parked_counts = self.sql(
+            "SELECT consumer, count(*) FROM {parked} WHERE status = 'parked' GROUP BY consumer"
+        )
+        self.resolve_parked = self.sql(
+            "UPDATE {parked} SET status = ?, resolved_at = ? "
+            "WHERE consumer = ? AND position = ? AND status = 'parked'"
+        )
+        self.excluded = self.sql(
+            "SELECT position FROM {parked} WHERE consumer = ? AND status <> 'retried' "
+            "AND position > ? AND position <= ?"
+        )
+        self.advance_tracking = self.sql(
+            "UPDATE {tracking} SET position = ?, updated_at = ? WHERE name = ?"
         )
         self.prior = {
             t.name: self.sql(
@@ -293,14 +326,15 @@ class Statements:
         """Fill in table names and the dialect's placeholder."""
         return template.format(**self.names).replace("?", self.dialect.placeholder)
 
-    def _create_table(self, table: Table) -> str:
+    def _create_table(self, table: Table, names: ModelSet | None = None) -> str:
         columns = ", ".join(
             f"{c.name} {self.dialect.types[c.kind]}{'' if c.nullable else ' NOT NULL'}"
             for c in table.columns
         )
+        key = (names or self.model_set).key_index(table)
         return (
             f"CREATE TABLE IF NOT EXISTS {self.names[table.name]} ({columns}, "
-            f"CONSTRAINT {self.model_set.key_index(table)} PRIMARY KEY ({', '.join(table.key)}))"
+            f"CONSTRAINT {key} PRIMARY KEY ({', '.join(table.key)}))"
         )
 
     def _insert(self, table: Table) -> str:

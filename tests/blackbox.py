@@ -47,7 +47,9 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE_S, what: st
             if value:
                 return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or condition} ({last!r})")
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what or condition} ({last!r})"
+    )
 
 
 class Process:
@@ -132,8 +134,14 @@ class Cluster:
         port = free_port()
         args = ["fake-coolify", "--port", str(port), "--deploy-delay", str(deploy_delay)]
         args += ["--rate-limit", str(rate_limit)]
-        fake = HttpProcess(name, args, {"LEDGER_COOLIFY_TOKEN": FAKE_TOKEN}, self.logs, port,
-                           ready_path="/api/health")
+        fake = HttpProcess(
+            name,
+            args,
+            {"LEDGER_COOLIFY_TOKEN": FAKE_TOKEN},
+            self.logs,
+            port,
+            ready_path="/api/health",
+        )
         self.processes.append(fake)
         fake.wait_ready()
         return fake
@@ -150,7 +158,9 @@ class Cluster:
             }
         return values | extra
 
-    def serve(self, env: Mapping[str, str], *, name: str = "serve", wait: bool = True) -> HttpProcess:
+    def serve(
+        self, env: Mapping[str, str], *, name: str = "serve", wait: bool = True
+    ) -> HttpProcess:
         port = free_port()
         server = HttpProcess(name, ["serve", "--port", str(port)], env, self.logs, port)
         self.processes.append(server)
@@ -161,6 +171,14 @@ class Cluster:
     def worker(self, env: Mapping[str, str], *, name: str = "worker") -> Process:
         worker = Process(name, ["worker"], env, self.logs)
         self.processes.append(worker)
+        return worker
+
+    def worker_http(self, env: Mapping[str, str], *, name: str = "worker") -> HttpProcess:
+        """A worker with its HTTP endpoint (``worker --port``), started when it answers."""
+        port = free_port()
+        worker = HttpProcess(name, ["worker", "--port", str(port)], env, self.logs, port)
+        self.processes.append(worker)
+        worker.wait_ready()
         return worker
 
     def stop(self) -> None:

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.domain import fit_text
 from ledger.errors import SlotLedgerError
+
+MAX_MESSAGE = 500
+"""Coolify's text is cut to this (and cleaned of control characters) where it enters, so a
+reason the ledger words with it stays within the domain's limits."""
 
 
 class CoolifyError(SlotLedgerError):
@@ -25,7 +30,7 @@ class CoolifyError(SlotLedgerError):
 
     def __init__(self, message: str, *, status: int | None, method: str, path: str) -> None:
         self.status = status
-        self.message = message
+        self.message = fit_text(message, MAX_MESSAGE)
         self.method = method
         self.path = path
         super().__init__(self._describe())

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Path, Query
+from fastapi import Depends, FastAPI, Header, Path, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ledger.deploy import Acquired
 from ledger.domain import QueueEntry, SlotStatus
-from ledger.errors import BotAlreadyQueued, SlotNotFound
+from ledger.errors import SlotNotFound
 from ledger.metrics import CONTENT_TYPE
 from ledger.service import Service
 from ledger.web.errors import Unauthorized, error_responses, install_error_handlers
@@ -33,6 +33,7 @@ from ledger.web.schemas import (
     BOT_ID,
     SLOT_REF,
     DeploymentIn,
+    ErrorOut,
     EventOut,
     FailIn,
     HealthOut,
@@ -42,6 +43,7 @@ from ledger.web.schemas import (
     Instant,
     IntervalOut,
     LagOut,
+    LoopOut,
     PoolAtOut,
     PoolStatsOut,
     QueuedOut,
@@ -69,6 +71,15 @@ is fed by server-sent events from `/v1/stream` (`snapshot`, `lag` and `problem` 
 
 SlotPath = Annotated[str, Path(pattern=SLOT_REF, description="The slot's id or name.")]
 BotPath = Annotated[str, Path(pattern=BOT_ID, description="The bot's id.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="Names the request: a retry with the same key and body answers as the "
+        "first did; the same key with a different body for the bot is refused (422).",
+    ),
+]
 Bearer = Annotated[
     HTTPAuthorizationCredentials | None,
     Depends(HTTPBearer(auto_error=False, description="Needed when LEDGER_API_TOKEN is set.")),
@@ -119,16 +130,32 @@ def create_app(service: Service, *, on_started: Callable[[], None] | None = None
         response_model=None,
         dependencies=mutating,
         responses={
+            200: {
+                "model": SlotOut,
+                "description": "The bot already holds this slot (a repeated request): "
+                "nothing new was written",
+            },
             201: {"model": SlotOut, "description": "A slot was acquired; it is deploying"},
-            202: {"model": QueuedOut, "description": "The pool is full: the request waits"},
-            **error_responses(400, 401, 409, 422, 503),
+            202: {
+                "model": QueuedOut,
+                "description": "The pool is full: the request waits at `position` (a "
+                "repeated request answers with the same entry and its current place; 0 "
+                "when the place could not be read: repeat the request to read it)",
+            },
+            **error_responses(400, 401, 409, 503),
+            422: {
+                "model": ErrorOut,
+                "description": "Invalid input, or `idempotency_key_reused`: the "
+                "Idempotency-Key was used for this bot with a different body",
+            },
         },
     )
-    def request_deployment(body: DeploymentIn) -> JSONResponse:
+    def request_deployment(
+        body: DeploymentIn, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
         """A slot for a bot: an idle one, a new one while the pool has room, else a
-        place in the queue. 409 when the bot already holds a slot or waits."""
-        if service.ledger.index.waiting_entry_for_bot(body.bot_id) is not None:
-            raise BotAlreadyQueued(f"bot {body.bot_id!r} already waits in the queue")
+        place in the queue. Safe to repeat: a bot that already holds a slot or waits
+        gets that slot (200) or that entry (202), never a second one."""
         started = time.perf_counter()
         result = service.deployer.request(
             body.bot_id,
@@ -136,18 +163,20 @@ def create_app(service: Service, *, on_started: Callable[[], None] | None = None
             priority=body.priority,
             queue_timeout_s=body.queue_timeout_s,
             config=dict(body.config),
+            idempotency_key=idempotency_key,
         )
         latency = service.metrics.acquire_latency
         if isinstance(result, Acquired):
-            latency.labels("acquired").observe(time.perf_counter() - started)
+            if not result.existing:
+                latency.labels("acquired").observe(time.perf_counter() - started)
             service.settle(result.position)
             return JSONResponse(
                 SlotOut.of(result.slot).model_dump(mode="json"),
-                status_code=201,
+                status_code=200 if result.existing else 201,
                 headers={"Location": f"/v1/slots/{result.slot.id}"},
             )
         latency.labels("queued").observe(time.perf_counter() - started)
-        service.settle()
+        service.settle(result.log_position)
         entry = result.entry
         queued = QueuedOut(
             bot_id=entry.bot_id,
@@ -164,10 +193,20 @@ def create_app(service: Service, *, on_started: Callable[[], None] | None = None
         "/v1/deployments/{bot_id}",
         tags=["deployments"],
         dependencies=mutating,
-        responses=error_responses(401, 404, 422, 503),
+        responses={
+            **error_responses(401, 409, 422, 503),
+            404: {
+                "model": ErrorOut,
+                "description": "`bot_not_found`: the bot holds no slot and waits in no "
+                "queue, also when it was released already (a repeated release changes "
+                "nothing)",
+            },
+        },
     )
     def release(bot_id: BotPath) -> ReleaseOut:
-        """Stop the bot's container and release its slot, or cancel its queue entry."""
+        """End what the bot holds at this moment: stop its container and release its
+        slot, or cancel its queue entry (a release that meets the entry's dispatch
+        releases the slot it was given)."""
         result = service.deployer.release(bot_id)
         if isinstance(result, QueueEntry):
             service.settle()
@@ -309,12 +348,16 @@ def create_app(service: Service, *, on_started: Callable[[], None] | None = None
         },
     )
     def readyz() -> JSONResponse:
-        """The store answers and the read models keep up with the log."""
+        """The store answers, no background loop has stopped, the read models and the
+        queue drain do not fail, and the read models keep up and miss no parked event;
+        the body lists every loop's health and the parked events per consumer."""
         state = service.readiness()
         body = ReadyOut(
             status="ready" if state.ready else "not_ready",
             problems=state.problems,
             lag=LagOut.of_lag(state.lag) if state.lag is not None else None,
+            loops=[LoopOut.of(h) for h in state.loops],
+            parked=state.parked,
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if state.ready else 503)
 

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 import uvicorn
 
-from ledger.cli import JsonOption, console, emit, run_guarded
+from ledger.commands import Context
 from ledger.demo import Demo
 from ledger.logs import configure_logging, secrets_of
-from ledger.service import Service
+from ledger.output import JsonOption, console, emit, run_guarded
+from ledger.service import Service, start_service
 from ledger.web.app import create_app
-from projections import build_read_models
-
-if TYPE_CHECKING:  # ledger.commands registers these commands: no import at run time
-    from ledger.commands import Context
+from projections.cli import caught_up
 
 __all__ = ["register"]
 
 
 def register(app: typer.Typer, ctx: Context) -> None:
+    """Add ``serve`` and ``stats``."""
+
     @app.command()
     def serve(
         demo: Annotated[
@@ -34,8 +34,13 @@ def register(app: typer.Typer, ctx: Context) -> None:
         SQLite store the policies run in this process too."""
         settings = run_guarded(lambda: ctx.settings)
         configure_logging(json_lines=log_json, secrets=secrets_of(settings))
-        service = run_guarded(lambda: Service(settings, demo=Demo() if demo else None))
-        run_guarded(service.start)  # fail fast, with one line, before uvicorn takes over
+        # Fail with one line before uvicorn takes over: bad configuration at once, an
+        # unavailable store after LEDGER_START_TIMEOUT_S of retries.
+        service = run_guarded(
+            lambda: start_service(
+                lambda: Service(settings, demo=Demo() if demo else None), settings.start_timeout_s
+            )
+        )
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{shown}:{port}/"
 
@@ -55,12 +60,8 @@ def register(app: typer.Typer, ctx: Context) -> None:
         """Pool and queue counters, from the read models brought up to date first."""
 
         def run() -> dict[str, object]:
-            models = build_read_models(ctx.settings, ctx.ledger)
-            try:
-                models.catch_up()
-                pool, queue = models.pool_stats(), models.queue_stats()
-            finally:
-                models.close()
+            models = caught_up(ctx.read_models)
+            pool, queue = models.pool_stats(), models.queue_stats()
             return {
                 **pool.as_dict(),
                 "queued": queue.length,

@@ -1,25 +1,43 @@
 """Request and response models of the HTTP API: the OpenAPI document is generated from
 these, so they are as precise as the domain's own checks (patterns, ranges, enums).
 
-Free-text fields refuse NUL (by pattern, so the document says so) and text that cannot
-be encoded as UTF-8: both would otherwise reach the event store or PostgreSQL and fail
-there, as a 500.
+Text fields are checked by the domain's own rules (:class:`ledger.domain.TextRule`: one
+set of checks, worded once) and documented with them (``maxLength``, ``pattern``): NUL,
+control characters, lone surrogates and over-long text are a 422 naming the field, and
+never reach the event store.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from ledger.domain import (
-    BOT_ID_PATTERN,
-    CONFIG_KEY_PATTERN,
-    PLATFORM_PATTERN,
+    BOT_ID_RULE,
+    CONFIG_KEY_RULE,
+    CONFIG_VALUE_RULE,
+    MAX_CONFIG_ENTRIES,
+    PLATFORM_RULE,
+    REASON_RULE,
     QueueEntry,
     SlotStatus,
+    TextRule,
 )
 from ledger.persistence import QueueRow
 from ledger.service import lag_seconds
@@ -30,6 +48,7 @@ __all__ = [
     "BOT_ID",
     "SLOT_REF",
     "BotId",
+    "Checked",
     "DeploymentIn",
     "ErrorOut",
     "EventOut",
@@ -40,6 +59,7 @@ __all__ = [
     "HistoryOut",
     "Instant",
     "LagOut",
+    "LoopOut",
     "PoolAtOut",
     "PoolStatsOut",
     "QueueEntryOut",
@@ -52,20 +72,35 @@ __all__ = [
     "SnapshotOut",
 ]
 
-BOT_ID = BOT_ID_PATTERN.pattern
+BOT_ID = BOT_ID_RULE.pattern
 SLOT_REF = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 """A slot's UUID or its name (names are ``prefix-platform-NNN``)."""
-NO_NUL = r"^[^\x00]*$"
-NON_BLANK = r"^[^\x00]*\S[^\x00]*$"
 
 
-def _encodable(text: str) -> str:
-    """JSON can escape lone surrogates; UTF-8, and so the store, cannot hold them."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return text
+@dataclass(frozen=True)
+class Checked:
+    """Annotation of a text field: the domain's ``rule`` checks it, and the document
+    states the rule, so clients and fuzzers know what is accepted before they ask."""
+
+    rule: TextRule
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        document = handler(schema)
+        document.update(maxLength=self.rule.max_len, pattern=self.rule.pattern)
+        return document
+
+    def _check(self, value: str) -> str:
+        problem = self.rule.problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 def _instant(at: datetime) -> datetime:
@@ -77,11 +112,21 @@ def _instant(at: datetime) -> datetime:
         raise ValueError("is out of the representable range once converted to UTC") from None
 
 
-Text = Annotated[str, AfterValidator(_encodable)]
-BotId = Annotated[str, Field(pattern=BOT_ID, description="The bot's id.")]
+BotId = Annotated[str, Checked(BOT_ID_RULE), Field(description="The bot's id.")]
 SlotRef = Annotated[str, Field(pattern=SLOT_REF, description="A slot's id or its name.")]
-Platform = Annotated[str, Field(pattern=PLATFORM_PATTERN.pattern)]
-Instant = Annotated[datetime, AfterValidator(_instant)]
+Platform = Annotated[str, Checked(PLATFORM_RULE)]
+
+
+def _iso_only(value: object) -> object:
+    """pydantic also reads numbers as Unix times; the API documents ISO 8601 only, and
+    ``since=-190346`` is far likelier a mistake than an instant in 1969."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("must be an ISO 8601 instant such as 2025-12-17T22:30:00Z")
+    return value
+
+
+_NUMBER = re.compile(r"^\s*[-+]?[0-9.]+\s*$")
+Instant = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_instant)]
 
 
 class _Model(BaseModel):
@@ -111,20 +156,23 @@ class ErrorOut(_Model):
 class DeploymentIn(_Request):
     bot_id: BotId
     platform: Platform | None = Field(None, description="Only slots of this platform.")
-    priority: int = Field(0, ge=-1000, le=1000, description="Lower values are served first.")
+    priority: int = Field(
+        0, ge=-1000, le=1000, strict=True, description="Lower values are served first."
+    )
     queue_timeout_s: float | None = Field(
         None,
         gt=0,
+        strict=True,
         le=QueueEntry.MAX_TIMEOUT_S,
         allow_inf_nan=False,
         description="How long to wait in the queue when the pool is full.",
     )
     config: dict[
-        Annotated[str, Field(pattern=CONFIG_KEY_PATTERN.pattern)],
-        Annotated[Text, Field(max_length=4096, pattern=NO_NUL)],
+        Annotated[str, Checked(CONFIG_KEY_RULE)],
+        Annotated[str, Checked(CONFIG_VALUE_RULE)],
     ] = Field(
         default_factory=dict,
-        max_length=100,
+        max_length=MAX_CONFIG_ENTRIES,
         description="Environment variables for the bot's container (settings, never secrets).",
         json_schema_extra={"additionalProperties": False},  # only the pattern's keys
     )
@@ -135,7 +183,7 @@ class HeartbeatIn(_Request):
 
 
 class FailIn(_Request):
-    reason: Annotated[Text, Field(min_length=1, max_length=1000, pattern=NON_BLANK)]
+    reason: Annotated[str, Checked(REASON_RULE)]
 
 
 class SlotOut(_Model):
@@ -295,10 +343,32 @@ class HealthOut(_Model):
     status: Literal["ok"] = "ok"
 
 
+class LoopOut(_Model):
+    """One background loop's health (``slotledger_loop_*{loop}`` in /metrics)."""
+
+    name: str
+    state: Literal["running", "failing", "standby", "stopped"]
+    failures_total: int
+    consecutive_failures: int
+    last_error: str | None = Field(description="The last failure, `Type: message`.")
+    last_success_age_s: float | None
+    position: int | None = Field(description="Log followers: the last position taken.")
+    lag_events: int | None = Field(description="Log followers: events not taken yet.")
+    running_tasks: int | None = Field(description="The deploys: how many run now.")
+    detail: str | None = Field(
+        default=None, description="What the state means here (who leads the policies)."
+    )
+
+
 class ReadyOut(_Model):
     status: Literal["ready", "not_ready"]
     problems: list[str]
     lag: LagOut | None
+    loops: list[LoopOut] = Field(default_factory=list)
+    parked: dict[str, int] = Field(
+        default_factory=dict,
+        description="Events each consumer parked (`slotledger parked` lists them).",
+    )
 
 
 class SnapshotOut(_Model):

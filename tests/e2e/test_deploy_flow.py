@@ -69,7 +69,7 @@ def stack(database_url: str, fake_coolify: FakeCoolifyServer) -> Iterator[Stack]
     ledger.close()
 
 
-def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -185,7 +185,7 @@ def test_repeated_cycles_reuse_one_slot(stack: Stack) -> None:
         started = time.perf_counter()
         result = stack.deployer.request(f"cycle-{i}")
         assert isinstance(result, Acquired) and result.task is not None
-        result.task.result(timeout=10)
+        result.task.result(timeout=60)
         stack.deployer.release(f"cycle-{i}")
         times.append(time.perf_counter() - started)
     median_ms = statistics.median(times) * 1000
@@ -199,18 +199,18 @@ def test_release_during_deploy_ends_that_deploy_and_the_slot_stays_idle(stack: S
     assert isinstance(result, Acquired) and result.task is not None
     wait_for(lambda: stack.ledger.get_slot(result.slot.id).deployment_uuid is not None)
     stack.deployer.release("bot-r")
-    result.task.result(timeout=10)  # the follow loop noticed the lease ended
+    result.task.result(timeout=60)  # the follow loop noticed the lease ended
     events = [type(e).__name__ for e in stack.history(result.slot.name)]
     assert events[-2:] == ["SlotDeploying", "SlotReleased"]
     assert stack.ledger.get_slot(result.slot.id).status is SlotStatus.IDLE
 
 
 def test_a_queued_bot_cannot_also_take_a_slot(stack: Stack) -> None:
-    from ledger.errors import BotAlreadyQueued
-
     for i in range(3):
         stack.deployer.request(f"holder-{i}")
-    assert isinstance(stack.deployer.request("waiter"), Queued)
+    first = stack.deployer.request("waiter")
+    assert isinstance(first, Queued)
     stack.deployer.wait_idle()
-    with pytest.raises(BotAlreadyQueued):
-        stack.deployer.request("waiter", platform="other")
+    again = stack.deployer.request("waiter", platform="other")  # answered with its entry
+    assert isinstance(again, Queued) and again.entry.id == first.entry.id
+    assert stack.ledger.index.slot_for_bot("waiter") is None

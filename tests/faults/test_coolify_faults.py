@@ -41,7 +41,8 @@ from tests.faults.support import ClientLog, assert_log_sound, inconsistent_slots
 BOTS = 200
 POOL = 20
 CONCURRENT_BOTS = 40
-FLOW_DEADLINE_S = 50.0
+FLOW_DEADLINE_S = 90.0
+"""Only a bound: bots settle as soon as they are busy or lost; a slow machine needs room."""
 FAKE = FakeSettings(deploy_delay=0.05, delete_delay=0.05, rate_limit=60, rate_window=1.0, seed=7)
 
 
@@ -107,7 +108,7 @@ class FaultWindows:
         self.fake.fake.set_faults(latency=0.0)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_two_hundred_bots_through_a_faulty_coolify(
     postgres_url: str, fake: FakeCoolifyServer
 ) -> None:
@@ -155,7 +156,7 @@ def test_two_hundred_bots_through_a_faulty_coolify(
         with ThreadPoolExecutor(CONCURRENT_BOTS, thread_name_prefix="bot") as pool:
             for done in [pool.submit(bots.run, i) for i in range(BOTS)]:
                 done.result()
-        deployer.wait_idle(timeout=30)
+        deployer.wait_idle()
     finally:
         for periodic in reversed(background):
             periodic.stop()

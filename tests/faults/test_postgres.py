@@ -29,6 +29,8 @@ from tests.faults.cluster import Cluster, pg_bin
 from tests.faults.support import Ack, ClientLog, assert_log_sound
 
 RECOVERY_S = 10.0
+SETUP_S = 60.0
+"""Getting going is not what this test measures: a loaded machine may take its time."""
 DOWN_S = 15.0
 
 
@@ -89,7 +91,7 @@ def wait_until(condition: object, timeout: float, step: float = 0.1) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_restart_under_load(cluster: Cluster) -> None:
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE ledger")
@@ -111,8 +113,8 @@ def test_restart_under_load(cluster: Cluster) -> None:
             loader = threading.Thread(target=client.run, daemon=True)
             loader.start()
             try:
-                wait_until(lambda: http.get("/readyz").status_code == 200, RECOVERY_S)
-                wait_until(lambda: len(client.log.acks) >= 20, RECOVERY_S)
+                wait_until(lambda: http.get("/readyz").status_code == 200, SETUP_S)
+                wait_until(lambda: len(client.log.acks) >= 20, SETUP_S)
 
                 cluster.stop("immediate")
                 down_at = time.monotonic()

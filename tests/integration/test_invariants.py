@@ -19,12 +19,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
-from ledger.commands import register_all
+from ledger.cli import build_app
 from ledger.domain import QueueEntry, Slot
 from ledger.invariants import CheckReport, check_events, iter_log
 from ledger.settings import load_settings
@@ -221,12 +220,6 @@ def test_a_log_written_by_the_ledgers_commands_is_clean(ledger: SlotLedger) -> N
     assert len(slots) == 2
 
 
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    register_all(app)
-    return app
-
-
 def crafted_double_lease(url: str) -> None:
     ledger = build_ledger(load_settings(database_url=url))
     log = HandCraftedLog(ledger)
@@ -246,13 +239,13 @@ def test_check_command_exits_0_on_a_clean_log_and_1_on_violations(
     ledger.release("bot-1")
     ledger.close()
 
-    clean = CliRunner().invoke(cli(), ["check"])
+    clean = CliRunner().invoke(build_app(), ["check"])
     assert clean.exit_code == 0, clean.output
     assert "no violations" in clean.stdout
     assert "1 acquisitions: 0 violations" in clean.stdout
 
     crafted_double_lease(database_url)
-    dirty = CliRunner().invoke(cli(), ["check", "--json"])
+    dirty = CliRunner().invoke(build_app(), ["check", "--json"])
     assert dirty.exit_code == 1, dirty.output
     found = [json.loads(line) for line in dirty.stdout.splitlines()]
     assert sorted(v["kind"] for v in found) == ["illegal_transition", "slot_two_bots"]
@@ -270,8 +263,8 @@ def test_check_command_honours_the_queue_grace(
     log.provision(46)
     ledger.close()
 
-    assert CliRunner().invoke(cli(), ["check", "--queue-grace", "30"]).exit_code == 1
-    assert CliRunner().invoke(cli(), ["check", "--queue-grace", "60"]).exit_code == 0
+    assert CliRunner().invoke(build_app(), ["check", "--queue-grace", "30"]).exit_code == 1
+    assert CliRunner().invoke(build_app(), ["check", "--queue-grace", "60"]).exit_code == 0
 
 
 def test_slotledger_check_as_a_process(sqlite_url: str, tmp_path: Path) -> None:

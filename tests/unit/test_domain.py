@@ -172,7 +172,7 @@ def test_queue_entry_ends_once() -> None:
         ({"timeout_s": 0}, "timeout"),
         ({"priority": 10_000}, "priority"),
         ({"config": {"bad key": "x"}}, "config key"),
-        ({"config": {"KEY": 5}}, "config value"),
+        ({"config": {"KEY": 5}}, "config.KEY"),
     ],
 )
 def test_queue_entry_refuses_bad_requests(changes: dict[str, object], message: str) -> None:

@@ -85,5 +85,5 @@ def client(make_client: MakeClient) -> CoolifyClient:
 def raw_http(fake_server: FakeCoolifyServer, fake: FakeCoolify) -> Iterator[httpx.Client]:
     """Plain httpx with the right token, for checking the fake itself (no spec check)."""
     headers = {"Authorization": f"Bearer {fake_server.token}", "Accept": "application/json"}
-    with httpx.Client(base_url=fake_server.base_url, headers=headers, timeout=2.0) as http:
+    with httpx.Client(base_url=fake_server.base_url, headers=headers, timeout=30.0) as http:
         yield http

@@ -43,7 +43,7 @@ def app_request(**overrides: Any) -> CreateDockerImageApp:
     return CreateDockerImageApp(**fields)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     """Poll ``condition`` in real time (deployments run on the fake's clock)."""
     deadline = time.monotonic() + timeout
     while not condition():

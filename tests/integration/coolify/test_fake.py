@@ -260,8 +260,10 @@ def test_control_endpoints_set_faults_and_show_state(
 def test_cancelling_frees_the_queue_for_the_next_deployment(
     raw_http: httpx.Client, fake: FakeCoolify
 ) -> None:
-    fake.configure(deploy_delay=2.0)
+    delay = 6.0  # in progress after 3 s if the queue is freed, 6 s if not: room for a stall
+    fake.configure(deploy_delay=delay, rate_limit=0)  # the poll below is not throttled
     uuid = _create(raw_http)
+    first_started = time.monotonic()
     first = raw_http.post(f"/applications/{uuid}/start").json()["deployment_uuid"]
 
     cancelled = raw_http.post(f"/deployments/{first}/cancel")
@@ -275,5 +277,6 @@ def test_cancelling_frees_the_queue_for_the_next_deployment(
     # Queued for half the delay, not behind the cancelled deployment's full slot.
     wait_until(
         lambda: raw_http.get(f"/deployments/{second}").json()["status"] == "in_progress",
-        timeout=1.6,
+        timeout=60,
     )
+    assert time.monotonic() - first_started < delay

@@ -53,22 +53,51 @@ def test_another_ledger_schema_has_its_own_leader(
         elsewhere.release()
 
 
+def _terminate_and_wait_until_freed(url: str, key: int) -> None:
+    with psycopg.connect(store_of(url).conninfo(), autocommit=True) as conn:
+        terminate_holder(conn, key)
+        deadline = time.monotonic() + 60  # the server frees the lock as the backend exits
+        while lock_holder(conn, key) is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
 def test_leadership_is_lost_with_the_session(
     postgres_url: str, elections: list[PostgresLeaderElection]
 ) -> None:
     leader, standby, _ = elections
     assert leader.try_lead()
-    with psycopg.connect(store_of(postgres_url).conninfo(), autocommit=True) as conn:
-        terminate_holder(conn, leader.key)
+    _terminate_and_wait_until_freed(postgres_url, leader.key)
+
+    assert standby.try_lead()
+    assert not leader.try_lead()  # its dead session replaced at once, as a standby
+    assert not leader.is_leader
+
+
+def test_a_leader_whose_idle_session_died_leads_again_without_a_failed_check(
+    postgres_url: str, elections: list[PostgresLeaderElection]
+) -> None:
+    leader, standby, _ = elections
+    assert leader.try_lead()
+    _terminate_and_wait_until_freed(postgres_url, leader.key)
+
+    assert leader.try_lead()
+    assert not standby.try_lead()
+    with psycopg.connect(store_of(postgres_url).conninfo()) as conn:
+        assert lock_holder(conn, leader.key) is not None
+
+
+def test_a_store_that_does_not_answer_fails_the_check_and_gives_leadership_up(
+    postgres_url: str, elections: list[PostgresLeaderElection]
+) -> None:
+    leader = elections[0]
+    assert leader.try_lead()
+    _terminate_and_wait_until_freed(postgres_url, leader.key)
+    leader.conninfo += " port=1"  # nothing listens there: the fresh session fails too
 
     with pytest.raises(psycopg.OperationalError):
         leader.try_lead()
     assert not leader.is_leader
-    deadline = time.monotonic() + 5  # the server frees the lock as the backend exits
-    while not standby.try_lead():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert not leader.try_lead()  # reconnected, as a standby
 
 
 def test_policy_run_does_nothing_while_a_worker_leads(

@@ -10,7 +10,7 @@ import pytest
 
 from ledger.settings import PostgresStore, parse_database_url
 from projections import PostgresFollower, PostgresReadModels
-from tests.integration.projections.contract import ReadModelsContract, Store
+from tests.integration.projections.contract import WAIT_S, ReadModelsContract, Store
 
 
 class TestReadModels(ReadModelsContract):
@@ -29,7 +29,7 @@ def test_postgres_follower_reconnects_after_losing_its_connection(postgres_url: 
         assert isinstance(follower, PostgresFollower)
         follower.min_backoff = 0.01
         with follower:
-            follower.wait(ledger.provision("meet").position, timeout=5)
+            follower.wait(ledger.provision("meet").position, timeout=WAIT_S)
             config = parse_database_url(postgres_url)
             assert isinstance(config, PostgresStore)
             with psycopg.connect(config.conninfo(), autocommit=True) as admin:
@@ -38,11 +38,11 @@ def test_postgres_follower_reconnects_after_losing_its_connection(postgres_url: 
                     "WHERE application_name = %s",
                     (follower.application_name,),
                 )
-            deadline = time.monotonic() + 5
-            while follower.errors == 0 and time.monotonic() < deadline:
+            deadline = time.monotonic() + WAIT_S
+            while follower.health().failures_total == 0 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert follower.errors >= 1
-            follower.wait(ledger.provision("meet").position, timeout=5)
+            assert follower.health().failures_total >= 1
+            follower.wait(ledger.provision("meet").position, timeout=WAIT_S)
             assert follower.is_leader
     finally:
         store.close()

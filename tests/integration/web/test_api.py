@@ -41,7 +41,7 @@ def wait_for_status(api: Api, ref: str, status: str) -> None:
 # --- deployments ---------------------------------------------------------------------------
 
 
-def test_a_request_gets_a_deploying_slot_and_a_second_one_is_refused(api: Api) -> None:
+def test_a_request_gets_a_deploying_slot_and_a_repeat_gets_the_same_one(api: Api) -> None:
     api.provision(1)
     answer = deploy(api, "bot-1", config={"MEETING_URL": "https://meet.example.com/1"})
     assert answer.status_code == 201, answer.text
@@ -50,7 +50,8 @@ def test_a_request_gets_a_deploying_slot_and_a_second_one_is_refused(api: Api) -
     # the answer waited for the read models: the client reads its own write
     location = answer.headers["location"]
     assert api.client.get(location).json()["slot_id"] == slot["slot_id"]
-    assert_error(deploy(api, "bot-1"), 409, "bot_already_holds_slot")
+    repeated = deploy(api, "bot-1")  # a safe retry: the same slot, nothing new
+    assert repeated.status_code == 200 and repeated.json()["slot_id"] == slot["slot_id"]
     wait_for_status(api, slot["name"], "busy")  # the deploy ran on the fake Coolify
 
 
@@ -61,7 +62,8 @@ def test_a_full_pool_queues_and_a_release_dispatches_the_queue(api: Api) -> None
     assert queued.status_code == 202, queued.text
     body = queued.json()
     assert body["position"] == 1 and body["estimated_wait_ms"] > 0 and body["priority"] == 5
-    assert_error(deploy(api, "bot-d"), 409, "bot_already_queued")
+    repeated = deploy(api, "bot-d", priority=5, queue_timeout_s=120)
+    assert repeated.status_code == 202 and repeated.json()["queued_at"] == body["queued_at"]
     assert [q["bot_id"] for q in api.client.get("/v1/queue").json()] == ["bot-d"]
     stats = api.client.get("/v1/queue/stats").json()
     assert stats["length"] == 1 and stats["oldest_queued_at"] is not None
@@ -260,18 +262,21 @@ def test_a_stopped_service_is_not_ready_and_refuses_commands(
     assert_error(deploy(api, "bot-n"), 503, "not_started")
 
 
-def test_readiness_fails_when_the_projection_stops_following(sqlite_api: Api) -> None:
+def test_readiness_fails_at_once_when_the_projection_stops_following(sqlite_api: Api) -> None:
     wait_until(lambda: sqlite_api.client.get("/readyz").status_code == 200)
+    ready = sqlite_api.client.get("/readyz").json()
+    assert {loop["name"]: loop["state"] for loop in ready["loops"]} == {
+        "read-models": "running",
+        "transition-log": "running",
+        "description-mirror": "running",
+        "policy-worker": "running",
+        "queue-drain": "running",
+        "deploys": "running",
+    }
     sqlite_api.service.follower.stop()
-    sqlite_api.service.MAX_HEARTBEAT_AGE_S = 0.05
-    time.sleep(0.1)
-    assert sqlite_api.client.get("/readyz").status_code == 200  # silent, but nothing missed
-    for i in range(6):  # 12 events the stopped follower will not project
-        sqlite_api.service.ledger.enqueue(f"late-{i}")
-        sqlite_api.service.ledger.cancel_queued(f"late-{i}")
-    answer = sqlite_api.client.get("/readyz")
+    answer = sqlite_api.client.get("/readyz")  # no grace period, no lag needed
     assert answer.status_code == 503
-    assert answer.json()["problems"] == ["the read model follower is not following the log"]
+    assert answer.json()["problems"] == ["read-models has stopped"]
 
 
 # --- the HTTP layer --------------------------------------------------------------------------

@@ -52,7 +52,7 @@ class Tally:
         if response.status_code >= 500:
             self.server_errors.append(f"{where} -> {response.status_code} {response.text[:200]}")
         try:
-            case.validate_response(response)
+            case.validate_response(response, headers=AUTH)  # the auth is ours, not generated
         except FailureGroup as e:
             if not inverted_window(case):
                 self.nonconforming.append(f"{where} -> {response.status_code}: {e}"[:1500])

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
-from ledger.commands import register_all
+from ledger.cli import build_app
 from ledger.demo import DEMO_BOT_PREFIX, Demo
 from ledger.descriptions import DescriptionMirror
 from ledger.invariants import check_events, iter_log
@@ -103,12 +102,6 @@ def test_serve_demo_prints_the_url_and_runs_again_on_its_files(tmp_path: Path) -
     assert (tmp_path / ".slotledger" / "ledger.db").exists()
 
 
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    register_all(app)
-    return app
-
-
 def test_stats_prints_pool_and_queue_counters(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,7 +112,7 @@ def test_stats_prints_pool_and_queue_counters(
     ledger.acquire("bot-1")
     ledger.close()
 
-    result = CliRunner().invoke(cli(), ["stats", "--json"])
+    result = CliRunner().invoke(build_app(), ["stats", "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert {k: record[k] for k in ("total", "idle", "deploying", "maxSize", "queued")} == {
@@ -129,7 +122,7 @@ def test_stats_prints_pool_and_queue_counters(
         "maxSize": 100,
         "queued": 0,
     }
-    table = CliRunner().invoke(cli(), ["stats"])
+    table = CliRunner().invoke(build_app(), ["stats"])
     assert table.exit_code == 0 and "maxSize" in table.stdout
 
 
@@ -138,14 +131,14 @@ def test_serve_refuses_a_bad_configuration_with_one_line(
 ) -> None:
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
     monkeypatch.delenv("LEDGER_COOLIFY_TOKEN", raising=False)
-    result = CliRunner().invoke(cli(), ["serve", "--port", str(free_port())])
+    result = CliRunner().invoke(build_app(), ["serve", "--port", str(free_port())])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "error: bad_configuration: LEDGER_COOLIFY_TOKEN is not set: the deploy flow needs a "
         "Coolify API token"
     ]
     monkeypatch.setenv("LEDGER_DATABASE_URL", "mysql://nope")
-    assert CliRunner().invoke(cli(), ["stats"]).exit_code == 2
+    assert CliRunner().invoke(build_app(), ["stats"]).exit_code == 2
 
 
 def test_a_failed_start_stops_what_it_started(

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import threading
+import time
 
 import pytest
 import typer
@@ -93,12 +94,21 @@ def test_refusals_exit_with_one_line(error: SlotLedgerError, code: int, command:
 
 def test_worker_runs_until_sigterm(stale: SlotLedger) -> None:
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
+
+    def terminate_once_recovered() -> None:
+        """SIGTERM once the worker did its work, however long that takes (the deadline
+        only stops a worker that never gets there; the assertions then fail)."""
+        deadline = time.monotonic() + 60
+        while stale.slots()[0].status is not SlotStatus.IDLE and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    terminator = threading.Thread(target=terminate_once_recovered)
+    terminator.start()
 
     result = runner.invoke(_app(stale, policy_tick_s=0.02), ["worker"])
 
-    timer.join()
+    terminator.join()
     assert result.exit_code == 0, result.output
     assert stale.slots()[0].status is SlotStatus.IDLE
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers

@@ -81,11 +81,11 @@ def test_errors_are_logged_and_the_loop_goes_on(
 
     with caplog.at_level(logging.INFO):
         thread.start()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while worker.last_tick_at is None and time.monotonic() < deadline:
             time.sleep(0.005)
         stop.set()
-        thread.join(5)
+        thread.join(60)
 
     assert not thread.is_alive()
     assert ledger.get_slot(slot_id).status is SlotStatus.IDLE
@@ -110,18 +110,32 @@ def test_a_leader_that_keeps_failing_resigns(ledger: SlotLedger) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while election.released == 0 and time.monotonic() < deadline:
         time.sleep(0.001)
     failures_at_resignation = worker.failures
     stop.set()
-    thread.join(5)
+    thread.join(60)
 
     assert failures_at_resignation == Worker.RESIGN_AFTER
 
 
-def test_backoff_doubles_from_the_tick_and_is_bounded(ledger: SlotLedger) -> None:
-    worker = _worker(ledger, LocalLeaderElection(), tick_s=0.5)
+def test_a_failing_worker_retries_within_the_backoff_cap_and_reports_it(
+    ledger: SlotLedger,
+) -> None:
+    worker = _worker(ledger, LocalLeaderElection(), tick_s=30.0)
 
-    assert [worker.backoff_s(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
-    assert worker.backoff_s(10_000) == Worker.MAX_BACKOFF_S
+    def broken_tick(*, dry_run: bool = False) -> list[object]:
+        raise RuntimeError("ledger store unreachable")
+
+    real_tick = worker.engine.tick
+    worker.engine.tick = broken_tick  # type: ignore[method-assign,assignment]
+    delays = [worker._turn() for _ in range(20)]
+    assert all(0 < d <= Worker.MAX_BACKOFF_S for d in delays)  # not the 30 s tick
+    health = worker.health()
+    assert (health.state, health.consecutive_failures) == ("failing", 20)
+    assert health.last_error == "RuntimeError: ledger store unreachable"
+
+    worker.engine.tick = real_tick  # type: ignore[method-assign]
+    assert worker._turn() == 30.0
+    assert worker.health().state == "running" and worker.health().failures_total == 20
