@@ -33,7 +33,7 @@ from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
 from ledger.domain import Pool, QueueEntry, Slot, SlotStatus
 from ledger.settings import PostgresStore, load_settings
-from projections.postgres import PostgresFollower, PostgresReadModels
+from projections.stores.postgres import PostgresFollower, PostgresReadModels
 
 __all__ = ["generate", "main"]
 

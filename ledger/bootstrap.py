@@ -12,9 +12,14 @@ from pathlib import Path
 from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.utils import get_topic
 
+from ledger.adapters.coolify import CoolifyClient, ResponseHook
+from ledger.adapters.persistence import (
+    POPOLedgerFactory,
+    PostgresLedgerFactory,
+    SQLiteLedgerFactory,
+)
 from ledger.application import Clock, SlotLedger
-from ledger.coolify import CoolifyClient, ResponseHook
-from ledger.deploy import (
+from ledger.application.deploy import (
     DeployPermits,
     LocalDeployPermits,
     PostgresDeployPermits,
@@ -22,7 +27,6 @@ from ledger.deploy import (
     SlotTemplate,
 )
 from ledger.errors import ConfigurationError
-from ledger.persistence import POPOLedgerFactory, PostgresLedgerFactory, SQLiteLedgerFactory
 from ledger.settings import PostgresStore, Settings, SQLiteStore, StoreConfig
 
 __all__ = [

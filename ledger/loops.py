@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from ledger.persistence import store_unavailable
+from ledger.adapters.persistence import store_unavailable
 
 __all__ = ["Backoff", "Health", "LoopHealth", "LoopState", "describe_error", "log_failure"]
 

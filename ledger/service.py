@@ -32,23 +32,23 @@ from typing import Self
 
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from ledger.adapters.coolify import CoolifyClient
+from ledger.adapters.descriptions import DescriptionMirror
+from ledger.adapters.logs import TransitionLog, secrets_of
+from ledger.adapters.metrics import Gauges, Metrics
+from ledger.adapters.persistence import store_unavailable
 from ledger.application import SlotLedger
+from ledger.application.deploy import CoolifySlotRuntime, SlotDeployer
+from ledger.application.worker import Worker, advisory_key, election_for
 from ledger.bootstrap import build_coolify, build_ledger, build_permits, follower_env, slot_template
-from ledger.coolify import CoolifyClient
-from ledger.coolify.fake import FakeCoolifyServer
-from ledger.demo import Demo, SimulatedBots
-from ledger.deploy import CoolifySlotRuntime, SlotDeployer
-from ledger.descriptions import DescriptionMirror
+from ledger.devtools.demo import Demo, SimulatedBots
+from ledger.devtools.fake_coolify import FakeCoolifyServer
 from ledger.domain import SlotStatus
 from ledger.errors import SlotLedgerError
-from ledger.logs import TransitionLog, secrets_of
 from ledger.loops import Backoff, Health, LoopHealth, describe_error, log_failure
-from ledger.metrics import Gauges, Metrics
-from ledger.persistence import store_unavailable
 from ledger.settings import PostgresStore, Settings, SQLiteStore
-from ledger.worker import Worker, advisory_key, election_for
 from projections import Lag, ReadModels, ReadModelTimeout, build_follower, build_read_models
-from projections.follower import Follower
+from projections.engine.follower import Follower
 
 __all__ = [
     "NotStarted",

@@ -6,11 +6,10 @@ audit queries and incident bundles, on PostgreSQL and SQLite.
 
 from projections.bootstrap import build_follower, build_read_models
 from projections.bundle import Imported, export, import_bundle
+from projections.engine.follower import Companion, Follower, LogFollower
+from projections.engine.readmodels import ReadModels
 from projections.errors import ProjectionError, ReadModelTimeout, RebuildInProgress
-from projections.follower import Companion, Follower, LogFollower
-from projections.postgres import PostgresFollower, PostgresReadModels
-from projections.readmodels import ReadModels
-from projections.records import (
+from projections.models.records import (
     AuditRecord,
     BotLease,
     Failure,
@@ -27,7 +26,8 @@ from projections.records import (
     SlotHistory,
     SlotState,
 )
-from projections.sqlite import SQLiteFollower, SQLiteReadModels
+from projections.stores.postgres import PostgresFollower, PostgresReadModels
+from projections.stores.sqlite import SQLiteFollower, SQLiteReadModels
 
 __all__ = [
     "AuditRecord",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
 from ledger.settings import PostgresStore, Settings, SQLiteStore
-from projections.follower import Follower
-from projections.postgres import PostgresFollower, PostgresReadModels
-from projections.readmodels import ReadModels
-from projections.sqlite import SQLiteFollower, SQLiteReadModels
+from projections.engine.follower import Follower
+from projections.engine.readmodels import ReadModels
+from projections.stores.postgres import PostgresFollower, PostgresReadModels
+from projections.stores.sqlite import SQLiteFollower, SQLiteReadModels
 
 __all__ = ["build_follower", "build_read_models"]
 

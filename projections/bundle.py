@@ -29,8 +29,8 @@ from ledger.application import SlotLedger
 from ledger.bootstrap import eventsourcing_env
 from ledger.errors import BadInput
 from ledger.settings import SQLiteStore
-from projections.readmodels import ReadModels
-from projections.sqlite import SQLiteReadModels
+from projections.engine.readmodels import ReadModels
+from projections.stores.sqlite import SQLiteReadModels
 
 __all__ = ["Imported", "export", "import_bundle", "jsonable"]
 

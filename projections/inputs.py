@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ledger.errors import BadInput
-from projections.fold import EVENT_TYPES
+from projections.engine.fold import EVENT_TYPES
 
 __all__ = ["check_event_type", "check_window", "parse_instant", "parse_until", "utc"]
 

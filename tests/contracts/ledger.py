@@ -16,6 +16,7 @@ import pytest
 
 from ledger.application import SlotLedger
 from ledger.domain import QueueStatus, SlotStatus
+from ledger.domain.invariants import check_events, iter_log
 from ledger.errors import (
     BadInput,
     BotAlreadyHoldsSlot,
@@ -28,7 +29,6 @@ from ledger.errors import (
     StaleLease,
     WrongBot,
 )
-from ledger.invariants import check_events, iter_log
 
 MakeLedger = Callable[..., SlotLedger]
 

@@ -11,14 +11,20 @@ from dataclasses import dataclass
 
 import pytest
 
+from ledger.adapters.coolify import CoolifyClient
+from ledger.adapters.descriptions import DescriptionMirror, describe
 from ledger.application import SlotLedger
+from ledger.application.deploy import (
+    Acquired,
+    LocalDeployPermits,
+    Queued,
+    SlotDeployer,
+    SlotTemplate,
+)
 from ledger.bootstrap import build_ledger, follower_env
-from ledger.coolify import CoolifyClient
-from ledger.coolify.fake import FakeCoolifyServer, FakeSettings
-from ledger.deploy import Acquired, LocalDeployPermits, Queued, SlotDeployer, SlotTemplate
-from ledger.descriptions import DescriptionMirror, describe
+from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
 from ledger.domain import SlotStatus
-from ledger.invariants import check_events, iter_log
+from ledger.domain.invariants import check_events, iter_log
 from ledger.settings import load_settings
 
 FAKE = FakeSettings(deploy_delay=0.05, delete_delay=0.05, rate_limit=0, seed=3)

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from ledger.application import new_correlation_id
+from ledger.application.deploy import SlotDeployer
 from ledger.bootstrap import build_coolify, build_ledger, build_permits, slot_template
-from ledger.coolify.fake import FakeSettings
-from ledger.deploy import SlotDeployer
+from ledger.devtools.fake_coolify import FakeSettings
 from ledger.errors import SlotLedgerError
 from ledger.service import Periodic
 from ledger.settings import Settings, load_settings

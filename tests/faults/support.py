@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ledger.application import Outcome, SlotLedger
-from ledger.deploy import Acquired, Queued
+from ledger.application.deploy import Acquired, Queued
 from ledger.domain import QueueEntry, Slot, SlotStatus
-from ledger.invariants import check_events, iter_log
+from ledger.domain.invariants import check_events, iter_log
 
 EXPECTED_EVENT: dict[str, type[Any]] = {
     "acquired": Slot.SlotAcquired,

@@ -21,19 +21,19 @@ from datetime import timedelta
 
 import pytest
 
+from ledger.adapters.coolify import CoolifyClient
 from ledger.application import SlotLedger, new_correlation_id
-from ledger.bootstrap import build_ledger
-from ledger.coolify import CoolifyClient
-from ledger.coolify.fake import FakeCoolifyServer, FakeSettings
-from ledger.deploy import (
+from ledger.application.deploy import (
     Acquired,
     CoolifySlotRuntime,
     LocalDeployPermits,
     SlotDeployer,
     SlotTemplate,
 )
+from ledger.application.policies import PolicyEngine, StaleDeployingRule
+from ledger.bootstrap import build_ledger
+from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
 from ledger.domain import SlotStatus
-from ledger.policies import PolicyEngine, StaleDeployingRule
 from ledger.service import Periodic
 from ledger.settings import load_settings
 from tests.faults.support import ClientLog, assert_log_sound, inconsistent_slots

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from ledger.application.deploy import CoolifySlotRuntime
+from ledger.application.policies import PolicyEngine
 from ledger.bootstrap import build_coolify, build_ledger
-from ledger.coolify.fake import FakeCoolifyServer, FakeSettings
-from ledger.deploy import CoolifySlotRuntime
+from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
 from ledger.domain import Slot, SlotStatus
-from ledger.invariants import iter_log
-from ledger.policies import PolicyEngine
+from ledger.domain.invariants import iter_log
 from projections import build_read_models
 from tests.faults.deploy_worker import worker_settings
 from tests.faults.support import ClientLog, assert_log_sound, inconsistent_slots

@@ -21,10 +21,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger.application import SlotLedger, new_correlation_id
-from ledger.coolify.fake import FakeCoolifyServer, FakeSettings
+from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
+from ledger.entrypoints.web.app import create_app
 from ledger.service import Service
 from ledger.settings import load_settings
-from ledger.web.app import create_app
 from tests.faults.cluster import Cluster, pg_bin
 from tests.faults.support import Ack, ClientLog, assert_log_sound
 

@@ -12,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from ledger.bootstrap import build_ledger
-from ledger.invariants import check_events, iter_log
+from ledger.domain.invariants import check_events, iter_log
 from ledger.settings import load_settings
 from tests.integration import workers
 

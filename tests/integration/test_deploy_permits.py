@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from ledger.deploy import DeployFailed, PostgresDeployPermits
+from ledger.application.deploy import DeployFailed, PostgresDeployPermits
 from tests.blackbox import wait_for
 from tests.integration.policies.support import store_of
 

@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
-from ledger.cli import build_app
 from ledger.domain import QueueEntry, Slot
-from ledger.invariants import CheckReport, check_events, iter_log
+from ledger.domain.invariants import CheckReport, check_events, iter_log
+from ledger.entrypoints.cli import build_app
 from ledger.settings import load_settings
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -271,7 +271,7 @@ def test_slotledger_check_as_a_process(sqlite_url: str, tmp_path: Path) -> None:
     """The installed entry point, as an operator or CI job runs it."""
     crafted_double_lease(sqlite_url)
     env = {**os.environ, "LEDGER_DATABASE_URL": sqlite_url}
-    command = [sys.executable, "-c", "from ledger.cli import main; main()", "check", "--json"]
+    command = [sys.executable, "-c", "from ledger.entrypoints.cli import main; main()", "check", "--json"]
     done = subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )

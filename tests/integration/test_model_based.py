@@ -47,6 +47,7 @@ from hypothesis.stateful import (
 from ledger.application import Outcome, SlotLedger
 from ledger.bootstrap import build_ledger, memory_env
 from ledger.domain import Pool, QueueEntry, QueueStatus, Slot, SlotStatus, pool_id
+from ledger.domain.invariants import check_events, iter_log
 from ledger.errors import (
     BadInput,
     BotAlreadyHoldsSlot,
@@ -60,7 +61,6 @@ from ledger.errors import (
     StaleLease,
     WrongBot,
 )
-from ledger.invariants import check_events, iter_log
 from ledger.settings import load_settings
 from projections import PoolStats, QueueStats, ReadModels, build_read_models
 from tests.contracts.ledger import FakeClock

@@ -14,14 +14,20 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger.adapters.coolify import CoolifyClient
+from ledger.adapters.persistence import QueueRow, SlotRow
 from ledger.application import Outcome, SlotLedger
+from ledger.application.deploy import (
+    Acquired,
+    LocalDeployPermits,
+    Queued,
+    SlotDeployer,
+    SlotTemplate,
+)
 from ledger.bootstrap import build_ledger, memory_env
-from ledger.coolify import CoolifyClient
-from ledger.deploy import Acquired, LocalDeployPermits, Queued, SlotDeployer, SlotTemplate
 from ledger.domain import SlotStatus
+from ledger.domain.invariants import check_events, iter_log
 from ledger.errors import BotNotFound
-from ledger.invariants import check_events, iter_log
-from ledger.persistence import QueueRow, SlotRow
 from ledger.settings import load_settings
 
 READS = ("slot_for_bot", "waiting_entry_for_bot")

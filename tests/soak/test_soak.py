@@ -28,9 +28,9 @@ import httpx
 import psycopg
 import pytest
 
-from ledger.descriptions import describe
+from ledger.adapters.descriptions import describe
+from ledger.adapters.persistence import SlotRow
 from ledger.domain import SlotStatus
-from ledger.persistence import SlotRow
 from ledger.settings import PostgresStore, load_settings
 from tests.blackbox import Cluster, HttpProcess, Process, cluster, run_cli, wait_for
 

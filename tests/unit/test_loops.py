@@ -10,9 +10,9 @@ from eventsourcing import persistence as es
 from psycopg import errors as pg
 from psycopg_pool import PoolTimeout
 
-from ledger.coolify import CoolifyError
+from ledger.adapters.coolify import CoolifyError
 from ledger.loops import Backoff, Health, describe_error
-from projections.follower import is_outage
+from projections.engine.follower import is_outage
 
 
 def test_the_backoff_doubles_with_jitter_and_stays_under_its_cap() -> None:

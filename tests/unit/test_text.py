@@ -14,7 +14,7 @@ from uuid import uuid4
 import pytest
 
 from ledger import domain
-from ledger.coolify.errors import MAX_MESSAGE, CoolifyError
+from ledger.adapters.coolify.errors import MAX_MESSAGE, CoolifyError
 from ledger.domain import (
     REASON_RULE,
     Pool,

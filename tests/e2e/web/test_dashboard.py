@@ -21,10 +21,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from ledger.demo import Demo
+from ledger.devtools.demo import Demo
+from ledger.entrypoints.web import create_app
 from ledger.service import Service
 from ledger.settings import load_settings
-from ledger.web import create_app
 from tests.integration.web.support import ServerThread
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from openapi_core import OpenAPI
 
-from ledger.coolify import CoolifyClient
-from ledger.coolify.fake import FakeCoolify, FakeCoolifyServer
+from ledger.adapters.coolify import CoolifyClient
+from ledger.devtools.fake_coolify import FakeCoolify, FakeCoolifyServer
 from tests.integration.coolify.spec_check import SpecValidator, load_spec
 from tests.integration.coolify.support import TEST_SETTINGS, MakeClient, SleepRecorder
 

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ledger.coolify import CoolifyClient, CreateDockerImageApp
-from ledger.coolify.fake import FakeSettings
+from ledger.adapters.coolify import CoolifyClient, CreateDockerImageApp
+from ledger.devtools.fake_coolify import FakeSettings
 
 TEST_SETTINGS = FakeSettings(deploy_delay=0.1, delete_delay=0.05, seed=7)
 """Short delays keep the suite fast; a fixed seed makes ids and fault draws repeatable."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.coolify import (
+from ledger.adapters.coolify import (
     DESCRIPTION_MAX_LENGTH,
     CoolifyClient,
     CoolifyNotFound,
     EnvVar,
     clean_description,
 )
-from ledger.coolify.fake import FakeCoolify
+from ledger.devtools.fake_coolify import FakeCoolify
 from tests.integration.coolify.support import app_request, wait_until
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.coolify import (
+from ledger.adapters.coolify import (
     CoolifyClient,
     CoolifyError,
     CoolifyNotFound,
     DeploymentStatus,
 )
-from ledger.coolify.fake import FakeCoolify
+from ledger.devtools.fake_coolify import FakeCoolify
 from tests.integration.coolify.support import app_request, wait_until
 
 

@@ -7,7 +7,7 @@ import traceback
 
 import pytest
 
-from ledger.coolify import (
+from ledger.adapters.coolify import (
     CoolifyBadResponse,
     CoolifyClient,
     CoolifyConflict,
@@ -17,7 +17,7 @@ from ledger.coolify import (
     CoolifyUnavailable,
     CoolifyValidationError,
 )
-from ledger.coolify.fake import FakeCoolify, FakeCoolifyServer
+from ledger.devtools.fake_coolify import FakeCoolify, FakeCoolifyServer
 from ledger.errors import SlotLedgerError
 from tests.integration.coolify.spec_check import SpecValidator
 from tests.integration.coolify.support import MakeClient, app_request

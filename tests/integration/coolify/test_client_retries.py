@@ -7,7 +7,7 @@ import logging
 import httpx
 import pytest
 
-from ledger.coolify import (
+from ledger.adapters.coolify import (
     CoolifyClient,
     CoolifyNotFound,
     CoolifyRateLimited,
@@ -15,7 +15,7 @@ from ledger.coolify import (
     CoolifyUnavailable,
     CoolifyValidationError,
 )
-from ledger.coolify.fake import FakeCoolify
+from ledger.devtools.fake_coolify import FakeCoolify
 from tests.integration.coolify.support import MakeClient, SleepRecorder, app_request
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger.coolify.fake import FakeCoolify, FakeCoolifyServer
+from ledger.devtools.fake_coolify import FakeCoolify, FakeCoolifyServer
 from tests.integration.coolify.support import TEST_SETTINGS, wait_until
 
 VALID_APP = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ledger.coolify import AppStatus, DeploymentStatus, EnvVar, clean_description
+from ledger.adapters.coolify import AppStatus, DeploymentStatus, EnvVar, clean_description
 from tests.integration.coolify.support import app_request
 
 

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from openapi_core import OpenAPI
 
-from ledger.coolify import CoolifyClient, EnvVar
-from ledger.coolify.fake import FakeCoolify
+from ledger.adapters.coolify import CoolifyClient, EnvVar
+from ledger.devtools.fake_coolify import FakeCoolify
 from tests.integration.coolify.spec_check import SpecValidator, spec_problems
 from tests.integration.coolify.support import app_request
 

@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from ledger.application.worker import PostgresLeaderElection
 from ledger.bootstrap import build_ledger
-from ledger.policy_cli import register
+from ledger.entrypoints.cli.policy import register
 from ledger.settings import load_settings
-from ledger.worker import PostgresLeaderElection
 from tests.integration.policies.support import lock_holder, store_of, terminate_holder
 from tests.unit.policies.support import RecordingRuntime
 

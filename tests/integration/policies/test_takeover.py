@@ -17,12 +17,12 @@ from uuid import UUID
 import psycopg
 
 from ledger.application import SlotLedger
+from ledger.application.worker import advisory_key
 from ledger.bootstrap import build_ledger
 from ledger.domain import TRANSITIONS, SlotStatus
+from ledger.domain.invariants import check_events, iter_log
 from ledger.errors import ConcurrencyExhausted, NoIdleSlot
-from ledger.invariants import check_events, iter_log
 from ledger.settings import load_settings
-from ledger.worker import advisory_key
 from tests.integration.policies.support import lock_holder, store_of
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -15,9 +15,9 @@ import signal
 import threading
 from datetime import UTC, datetime, timedelta
 
+from ledger.application.worker import LocalLeaderElection, Worker, election_for
 from ledger.bootstrap import build_ledger
 from ledger.settings import load_settings
-from ledger.worker import LocalLeaderElection, Worker, election_for
 from tests.unit.policies.support import RecordingRuntime
 
 

@@ -28,8 +28,8 @@ from typer.testing import CliRunner
 
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
-from ledger.cli import build_app
 from ledger.domain import SlotStatus
+from ledger.entrypoints.cli import build_app
 from ledger.errors import BadInput
 from ledger.settings import load_settings
 from projections import (
@@ -40,9 +40,9 @@ from projections import (
     build_read_models,
 )
 from projections.bundle import export, import_bundle
-from projections.fold import Batch
-from projections.follower import LogFollower
-from projections.records import ParkedStatus
+from projections.engine.fold import Batch
+from projections.engine.follower import LogFollower
+from projections.models.records import ParkedStatus
 from tests.contracts.ledger import FakeClock
 
 T0 = datetime(2025, 12, 17, 22, 0, tzinfo=UTC)

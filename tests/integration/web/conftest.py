@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from ledger.coolify.fake import FakeCoolifyServer
+from ledger.devtools.fake_coolify import FakeCoolifyServer
+from ledger.entrypoints.web import create_app
 from ledger.service import Service
-from ledger.web import create_app
 from tests.integration.web.support import FAKE, Api, fast_service, service_settings
 
 MakeApi = Callable[..., Api]

@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from ledger.coolify.fake import FakeCoolifyServer, FakeSettings
+from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
 from ledger.service import Service
 from ledger.settings import Settings, load_settings
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger.coolify import CoolifyClient
-from ledger.coolify.fake import FakeCoolifyServer
+from ledger.adapters.coolify import CoolifyClient
+from ledger.devtools.fake_coolify import FakeCoolifyServer
 from tests.integration.web.conftest import MakeApi
 from tests.integration.web.support import Api, wait_until
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from ledger.adapters.logs import SlotTransition, TransitionLog, configure_logging, secrets_of
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
-from ledger.logs import SlotTransition, TransitionLog, configure_logging, secrets_of
 from ledger.settings import load_settings
 
 

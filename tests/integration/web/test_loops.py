@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from ledger.descriptions import DescriptionMirror
-from projections.fold import Batch, Positioned
-from projections.follower import LogFollower, ReadModelConsumer
+from ledger.adapters.descriptions import DescriptionMirror
+from projections.engine.fold import Batch, Positioned
+from projections.engine.follower import LogFollower, ReadModelConsumer
 from tests.integration.web.conftest import MakeApi
 from tests.integration.web.support import Api, wait_until
 

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from ledger.adapters.descriptions import DescriptionMirror
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
-from ledger.cli import build_app
-from ledger.demo import DEMO_BOT_PREFIX, Demo
-from ledger.descriptions import DescriptionMirror
-from ledger.invariants import check_events, iter_log
+from ledger.devtools.demo import DEMO_BOT_PREFIX, Demo
+from ledger.domain.invariants import check_events, iter_log
+from ledger.entrypoints.cli import build_app
 from ledger.service import NotStarted, Service
 from ledger.settings import load_settings
 from tests.integration.web.support import wait_until
@@ -66,7 +66,7 @@ def ledger_of(database_url: str) -> SlotLedger:
     return build_ledger(load_settings(database_url=database_url))
 
 
-SLOTLEDGER = [sys.executable, "-c", "from ledger.cli import main; main()"]
+SLOTLEDGER = [sys.executable, "-c", "from ledger.entrypoints.cli import main; main()"]
 """The ``slotledger`` entry point, run by this interpreter."""
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from ledger.web import create_app
+from ledger.entrypoints.web import create_app
 from tests.integration.web.support import Api, ServerThread
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from ledger.application import SlotLedger
+from ledger.application.policies import PolicyEngine
 from ledger.bootstrap import memory_env
-from ledger.policies import PolicyEngine
 from tests.contracts.ledger import FakeClock
 from tests.unit.policies.support import RecordingRuntime, make_settings
 

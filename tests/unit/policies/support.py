@@ -6,8 +6,8 @@ from typing import Any
 from uuid import UUID
 
 from ledger.application import SlotLedger
+from ledger.domain.invariants import iter_log
 from ledger.errors import SlotLedgerError
-from ledger.invariants import iter_log
 from ledger.settings import Settings
 
 

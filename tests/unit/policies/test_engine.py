@@ -8,11 +8,11 @@ from uuid import UUID
 
 import pytest
 
+from ledger.adapters.persistence import INDEX_ROWS
 from ledger.application import SlotLedger, index_row
+from ledger.application.policies import PolicyEngine
 from ledger.bootstrap import memory_env
-from ledger.invariants import iter_log
-from ledger.persistence import INDEX_ROWS
-from ledger.policies import PolicyEngine
+from ledger.domain.invariants import iter_log
 from tests.contracts.ledger import FakeClock
 from tests.unit.policies.support import (
     RecordingRuntime,

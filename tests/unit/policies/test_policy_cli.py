@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from ledger.application import SlotLedger
 from ledger.domain import SlotStatus
+from ledger.entrypoints.cli.policy import register
 from ledger.errors import ConfigurationError, NoIdleSlot, SlotLedgerError
-from ledger.policy_cli import register
 from tests.contracts.ledger import FakeClock
 from tests.unit.policies.support import (
     RecordingRuntime,

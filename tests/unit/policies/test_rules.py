@@ -9,10 +9,10 @@ from uuid import UUID
 import pytest
 
 from ledger.application import SlotLedger
+from ledger.application.policies import PolicyEngine
 from ledger.bootstrap import memory_env
 from ledger.domain import QueueStatus, Slot, SlotStatus
 from ledger.errors import BotNotFound, WrongBot
-from ledger.policies import PolicyEngine
 from tests.contracts.ledger import FakeClock
 from tests.unit.policies.support import (
     RecordingRuntime,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ledger.application import SlotLedger
+from ledger.application.policies import PolicyEngine
 from ledger.bootstrap import memory_env
 from ledger.domain import SlotStatus
 from ledger.errors import NoIdleSlot
-from ledger.policies import PolicyEngine
 from tests.contracts.ledger import FakeClock
 from tests.unit.policies.support import (
     RecordingRuntime,

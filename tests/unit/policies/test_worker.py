@@ -9,8 +9,8 @@ import time
 import pytest
 
 from ledger.application import SlotLedger
+from ledger.application.worker import LeaderElection, LocalLeaderElection, Worker
 from ledger.domain import SlotStatus
-from ledger.worker import LeaderElection, LocalLeaderElection, Worker
 from tests.contracts.ledger import FakeClock
 from tests.unit.policies.support import (
     RecordingRuntime,

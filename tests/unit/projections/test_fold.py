@@ -13,11 +13,11 @@ import pytest
 from ledger.application import SlotLedger
 from ledger.bootstrap import memory_env
 from ledger.domain import QueueStatus, SlotStatus
+from ledger.domain.invariants import iter_log
 from ledger.errors import IllegalTransition, NoIdleSlot
-from ledger.invariants import iter_log
+from projections.engine.fold import EVENT_TYPES, Changes, Positioned, Projector
 from projections.errors import ProjectionError
-from projections.fold import EVENT_TYPES, Changes, Positioned, Projector
-from projections.records import Interval, QueueState, SlotState
+from projections.models.records import Interval, QueueState, SlotState
 from tests.contracts.ledger import FakeClock
 
 T0 = datetime(2025, 12, 17, 22, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ from ledger.domain import SlotStatus
 from ledger.errors import BadInput
 from projections.bundle import _parse, jsonable
 from projections.inputs import check_event_type, check_window, parse_instant, parse_until
-from projections.postgres import _check_prefix
-from projections.records import Interval, Lag, PoolStats, Progress
+from projections.models.records import Interval, Lag, PoolStats, Progress
+from projections.stores.postgres import _check_prefix
 
 T0 = datetime(2025, 12, 17, 22, 0, tzinfo=UTC)
 

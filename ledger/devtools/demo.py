@@ -1,0 +1,193 @@
+"""The ``serve --demo`` world: fake Coolify, a small pool, and bots that come and go.
+
+A newcomer should see every part of the lifecycle within a minute of ``make run``:
+slots deploying and busy, a queue when the pool is full, the occasional failed deploy
+and its recovery. :class:`Demo` holds the few knobs and adjusts the settings (a pool
+small enough to fill, policies quick enough to watch); :class:`SimulatedBots` is the
+traffic.
+
+The demo keeps its ledger in the default ``.slotledger/`` store, so a second run
+continues the first one's history; the fake Coolify starts empty each time, and the
+deploy flow recreates applications that no longer exist.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from uuid import UUID
+
+from pydantic import SecretStr
+
+from ledger.application import SlotLedger
+from ledger.application.deploy import Acquired, SlotDeployer
+from ledger.devtools.fake_coolify import FakeCoolify, FakeCoolifyServer, FakeSettings
+from ledger.errors import SlotLedgerError
+from ledger.settings import Settings
+
+__all__ = ["DEMO_BOT_PREFIX", "Demo", "SimulatedBots"]
+
+log = logging.getLogger("ledger.demo")
+
+DEMO_BOT_PREFIX = "demo-bot-"
+
+
+@dataclass(frozen=True)
+class Demo:
+    """How the demo world behaves."""
+
+    pool_size: int = 6
+    deploy_delay_s: float = 2.5
+    bots: bool = True
+    arrival_s: tuple[float, float] = (2.0, 5.0)
+    """Pause between two new bots, drawn uniformly."""
+    hold_s: tuple[float, float] = (10.0, 40.0)
+    """How long a bot keeps its slot once it has one."""
+    queue_timeout_s: tuple[float, float] = (20.0, 90.0)
+    heartbeat_s: float = 5.0
+    failure_rate: float = 0.07
+    """Share of requests whose deploy the fake Coolify fails, to show error and recovery."""
+    seed: int | None = None
+
+    def configure(self, settings: Settings) -> Settings:
+        """A pool the bots can fill, and policies that act within the minute."""
+        return settings.model_copy(
+            update={
+                "max_pool_size": self.pool_size,
+                "recovery_interval_s": 15.0,
+                "deploying_timeout_s": 60.0,
+                "policy_tick_s": 2.0,
+            }
+        )
+
+    def fake_settings(self) -> FakeSettings:
+        return FakeSettings(
+            deploy_delay=self.deploy_delay_s, delete_delay=0.5, rate_limit=0, seed=self.seed
+        )
+
+    @staticmethod
+    def point_at(settings: Settings, fake: FakeCoolifyServer) -> Settings:
+        """The settings with Coolify replaced by the started fake."""
+        fs = fake.fake.settings
+        return settings.model_copy(
+            update={
+                "coolify_url": fake.base_url,
+                "coolify_token": SecretStr(fake.token),
+                "coolify_project_uuid": fs.project_uuid,
+                "coolify_server_uuid": fs.server_uuid,
+                "coolify_environment_name": fs.environment_name,
+            }
+        )
+
+    def prepare(self, ledger: SlotLedger, deployer: SlotDeployer) -> None:
+        """Fill the pool up to its size, and end the previous run's bots: their slots
+        and queue entries would otherwise stay taken by bots that no longer exist."""
+        ledger.ensure_pool()
+        for _ in range(self.pool_size - len(ledger.slots())):
+            ledger.provision(ledger.default_platform, actor="operator")
+        leftovers = {r.bot_id for r in ledger.slots() if r.bot_id} | {
+            r.bot_id for r in ledger.waiting()
+        }
+        for bot_id in sorted(b for b in leftovers if b.startswith(DEMO_BOT_PREFIX)):
+            try:
+                deployer.release(bot_id)
+            except SlotLedgerError as e:
+                log.info("demo: could not end %s from the last run: %s", bot_id, e.detail)
+
+
+@dataclass
+class _Bot:
+    bot_id: str
+    slot_id: UUID | None = None
+    leave_at: float = 0.0
+    next_heartbeat: float = 0.0
+
+
+class SimulatedBots:
+    """Requests slots for new bots now and then, heartbeats while they hold one, and
+    releases it after a while, all through the same deployer the API uses."""
+
+    TICK_S = 0.5
+
+    def __init__(
+        self, ledger: SlotLedger, deployer: SlotDeployer, demo: Demo, fake: FakeCoolify
+    ) -> None:
+        self.ledger = ledger
+        self.deployer = deployer
+        self.demo = demo
+        self.fake = fake
+        self.random = random.Random(demo.seed)
+        self.bots: dict[str, _Bot] = {}
+        self._numbers = itertools.count(1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-bots", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        next_arrival = time.monotonic()
+        while not self._stop.wait(self.TICK_S):
+            now = time.monotonic()
+            if now >= next_arrival:
+                self._guarded(self.arrive)
+                next_arrival = now + self.random.uniform(*self.demo.arrival_s)
+            for bot in list(self.bots.values()):
+                self._guarded(partial(self.step, bot, now))
+
+    @staticmethod
+    def _guarded(action: Callable[[], None]) -> None:
+        """Refusals are part of the demo (a slot failed under its bot); bugs are logged.
+        Either way the other bots carry on."""
+        try:
+            action()
+        except SlotLedgerError as e:
+            log.info("demo bots: %s", e.detail)
+        except Exception:
+            log.exception("demo bots: a step failed")
+
+    def arrive(self) -> None:
+        bot = _Bot(f"{DEMO_BOT_PREFIX}{time.strftime('%H%M%S')}-{next(self._numbers)}")
+        if self.random.random() < self.demo.failure_rate:
+            self.fake.set_faults(fail_next_deployments=1)
+        result = self.deployer.request(
+            bot.bot_id,
+            priority=self.random.choice((0, 0, 0, 5, 10)),
+            queue_timeout_s=self.random.uniform(*self.demo.queue_timeout_s),
+            config={"MEETING_URL": f"https://meet.example.com/{bot.bot_id}"},
+        )
+        self.bots[bot.bot_id] = bot
+        if isinstance(result, Acquired):
+            self._seated(bot, result.slot.id, time.monotonic())
+
+    def _seated(self, bot: _Bot, slot_id: UUID, now: float) -> None:
+        bot.slot_id = slot_id
+        bot.leave_at = now + self.random.uniform(*self.demo.hold_s)
+        bot.next_heartbeat = now + self.demo.heartbeat_s
+
+    def step(self, bot: _Bot, now: float) -> None:
+        """Advance one bot: seated from the queue, heartbeat, leave, or gone."""
+        row = self.ledger.index.slot_for_bot(bot.bot_id)
+        if row is None:
+            waiting = self.ledger.index.waiting_entry_for_bot(bot.bot_id)
+            if bot.slot_id is not None or waiting is None:
+                del self.bots[bot.bot_id]  # its slot failed, or its wait expired
+            return
+        if bot.slot_id is None:
+            self._seated(bot, row.slot_id, now)
+        if now >= bot.leave_at:
+            self.deployer.release(bot.bot_id)
+            del self.bots[bot.bot_id]
+        elif now >= bot.next_heartbeat:
+            bot.next_heartbeat = now + self.demo.heartbeat_s
+            self.ledger.heartbeat(row.slot_id, bot.bot_id)

@@ -1,0 +1,129 @@
+"""CLI commands for the policies: ``policy run [--dry-run] [--json]`` and ``worker``.
+
+``ledger.cli`` owns the application and calls :func:`register` with a factory, so these
+commands wire nothing themselves. Errors follow ``ledger.output.fail_with``: one line on
+stderr, exit 2 for bad input or configuration, 1 for any other refusal.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from ledger.adapters.logs import configure_logging, secrets_of
+from ledger.application import SlotLedger
+from ledger.application.policies import PolicyEngine, SlotRuntime
+from ledger.application.worker import LocalLeaderElection, Worker, election_for
+from ledger.entrypoints.cli.output import emit, failing_cleanly
+from ledger.entrypoints.web.worker_app import WorkerEndpoint, create_worker_app
+from ledger.errors import Conflict
+from ledger.settings import Settings
+
+__all__ = ["Build", "register"]
+
+Build = Callable[[], tuple[SlotLedger, SlotRuntime, Settings]]
+
+_TABLE_COLUMNS = ("rule", "action", "target", "event", "reason")
+
+
+def register(app: typer.Typer, build: Build) -> None:
+    """Add ``policy run`` and ``worker`` to ``app``."""
+    policy = typer.Typer(
+        help="Time-driven policies: stale deploying, error recovery, queue expiry.",
+        no_args_is_help=True,
+    )
+
+    @policy.command("run")
+    def run(
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Print what would be emitted; write nothing.")
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    ) -> None:
+        """Run every policy once and print the decisions.
+
+        A real run takes the workers' leadership first, so it never races a running
+        leader; a dry run needs no leadership and touches nothing outside the ledger."""
+        with failing_cleanly(), _built(build) as (ledger, runtime, settings):
+            election = LocalLeaderElection() if dry_run else election_for(settings)
+            try:
+                if not election.try_lead():
+                    raise Conflict(f"a worker leads pool {settings.pool_name}: nothing done")
+                decisions = PolicyEngine(ledger, runtime, settings).tick(dry_run=dry_run)
+            finally:
+                election.release()
+        if dry_run:
+            typer.echo("dry run: nothing was written", err=True)
+        rows = [d.as_dict() for d in decisions]
+        if not as_json:
+            rows = [{c: row[c] for c in _TABLE_COLUMNS} for row in rows]
+        emit(rows, as_json=as_json, title="policy decisions", empty="no decisions")
+
+    app.add_typer(policy, name="policy")
+
+    @app.command("worker")
+    def worker(
+        log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
+        port: Annotated[
+            int | None,
+            typer.Option(
+                min=1, max=65535, help="Serve /healthz, /readyz and /metrics on this port."
+            ),
+        ] = None,
+        host: Annotated[str, typer.Option(help="Interface for --port.")] = "127.0.0.1",
+    ) -> None:
+        """Run the policies until SIGINT or SIGTERM: leader when the pool has none,
+        standby otherwise; with --port, its health over HTTP."""
+        with failing_cleanly(), _built(build) as (ledger, runtime, settings):
+            configure_logging(json_lines=log_json, secrets=secrets_of(settings))
+            stop = threading.Event()
+            loop = Worker(settings, ledger, runtime, election_for(settings))
+            with _stopping_on_signals(stop), _endpoint(loop, stop, settings, host, port):
+                loop.run(stop)
+
+
+@contextmanager
+def _built(build: Build) -> Iterator[tuple[SlotLedger, SlotRuntime, Settings]]:
+    ledger, runtime, settings = build()
+    try:
+        yield ledger, runtime, settings
+    finally:
+        ledger.close()
+
+
+@contextmanager
+def _endpoint(
+    loop: Worker, stop: threading.Event, settings: Settings, host: str, port: int | None
+) -> Iterator[None]:
+    """The worker's HTTP endpoint while the loop runs, only when a port is given: any
+    number of workers may run on one host, so a default port would make the second one
+    fail to start, and a port nobody asked for is one more thing to secure."""
+    if port is None:
+        yield
+        return
+    app = create_worker_app(loop, lambda: not stop.is_set(), secrets_of(settings))
+    endpoint = WorkerEndpoint(app, host, port)
+    endpoint.start()
+    try:
+        yield
+    finally:
+        endpoint.stop()
+
+
+@contextmanager
+def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

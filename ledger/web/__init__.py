@@ -1,5 +1,0 @@
-"""The HTTP surfaces of a running service: API, dashboard, metrics, health."""
-
-from ledger.web.app import create_app
-
-__all__ = ["create_app"]
