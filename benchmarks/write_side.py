@@ -212,7 +212,7 @@ class LedgerCycle(Workload):
         ledger = _bench_ledger(url, slots, 1)
         try:
             for _ in range(slots):
-                ledger.provision(PLATFORM, actor="operator")
+                ledger.provision(PLATFORM, ctx=ledger.context("operator"))
         finally:
             ledger.close()
 

@@ -1,42 +1,73 @@
 """Bootstrap: the one place that turns settings into wired objects.
 
-Entry points (CLI, HTTP service, workers, tests) call these functions; nothing else reads
-the environment or chooses a backend.
+Entry points (CLI, HTTP service, workers, tests) and the running process
+(:mod:`ledger.service`) call these functions; nothing else reads the environment or
+chooses a backend. They build the write side (the ledger), the read side (read models
+and their follower; incident bundles' imports), the Coolify client, the deployer and its
+permits, the leader election, and the parts of the background loops.
 """
 
 from __future__ import annotations
 
-import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 from eventsourcing.domain import datetime_now_with_tzinfo
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from ledger.adapters.coolify import CoolifyClient, ResponseHook
-from ledger.adapters.persistence import (
-    POPOLedgerFactory,
+from ledger.adapters.descriptions import DescriptionMirror
+from ledger.adapters.leadership import WorkerLeadership
+from ledger.adapters.memory import POPOLedgerFactory
+from ledger.adapters.postgres import (
+    PostgresDeployPermits,
+    PostgresLeaderElection,
     PostgresLedgerFactory,
-    SQLiteLedgerFactory,
+    advisory_key,
 )
+from ledger.adapters.sqlite import SQLiteLedgerFactory
 from ledger.application import Clock, SlotLedger
 from ledger.application.deploy import (
     DeployPermits,
     LocalDeployPermits,
-    PostgresDeployPermits,
     SlotDeployer,
     SlotTemplate,
 )
-from ledger.errors import ConfigurationError
+from ledger.application.policies import PolicyConfig
+from ledger.application.worker import LeaderElection, LocalLeaderElection
+from ledger.errors import BadInput, ConfigurationError
 from ledger.settings import PostgresStore, Settings, SQLiteStore, StoreConfig
+from projections import (
+    Follower,
+    Imported,
+    LogFollower,
+    PostgresFollower,
+    PostgresReadModels,
+    ReadModels,
+    SQLiteFollower,
+    SQLiteReadModels,
+)
+from projections.bundle import load, parse
+from projections.engine.follower import Parking
 
 __all__ = [
     "build_coolify",
     "build_deployer",
+    "build_follower",
+    "build_leadership_watch",
     "build_ledger",
+    "build_mirror",
     "build_permits",
+    "build_read_models",
+    "election_for",
     "eventsourcing_env",
     "follower_env",
+    "import_bundle",
+    "is_embedded",
     "memory_env",
+    "policy_config",
+    "secrets_of",
     "slot_template",
 ]
 
@@ -126,20 +157,57 @@ def build_permits(settings: Settings) -> DeployPermits:
     """Advisory-lock permits shared by all processes on PostgreSQL, in-process on SQLite."""
     store = settings.store
     if isinstance(store, PostgresStore):
-        namespace = zlib.crc32(f"slotledger:{settings.pool_name}".encode()) % 1_000_000
         return PostgresDeployPermits(
-            store.conninfo(), settings.max_concurrent_deployments, namespace
+            store.conninfo(), settings.max_concurrent_deployments, settings.pool_name
         )
     return LocalDeployPermits(settings.max_concurrent_deployments)
 
 
-def build_deployer(settings: Settings, ledger: SlotLedger, coolify: CoolifyClient) -> SlotDeployer:
+def policy_config(settings: Settings) -> PolicyConfig:
+    """The policies' settings, for the engine and the worker."""
+    return PolicyConfig(
+        pool_name=settings.pool_name,
+        deploying_timeout_s=settings.deploying_timeout_s,
+        recovery_interval_s=settings.recovery_interval_s,
+        recovery_max_attempts=settings.recovery_max_attempts,
+        retire_mode=settings.retire_mode,
+        policy_tick_s=settings.policy_tick_s,
+    )
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """The configured secrets, for the logs' ``SecretFilter`` and the worker's endpoints."""
+    store = settings.store
+    password = store.password if isinstance(store, PostgresStore) else ""
+    tokens = (settings.api_token.get_secret_value(), settings.coolify_token.get_secret_value())
+    return [s for s in (*tokens, password) if s]
+
+
+def election_for(settings: Settings) -> LeaderElection:
+    """The policy worker's leader election: an advisory lock on PostgreSQL, where several
+    processes may run; always the leader on SQLite, where one does."""
+    store = settings.store
+    if isinstance(store, PostgresStore):
+        return PostgresLeaderElection(store.conninfo(), store.schema, settings.pool_name)
+    return LocalLeaderElection()
+
+
+def build_deployer(
+    settings: Settings,
+    ledger: SlotLedger,
+    coolify: CoolifyClient,
+    *,
+    poll_s: float = 1.0,
+    status_grace_s: float = 90.0,
+) -> SlotDeployer:
     return SlotDeployer(
         ledger,
         coolify,
         slot_template(settings),
         build_permits(settings),
         queue_timeout_s=settings.queue_timeout_s,
+        poll_s=poll_s,
+        status_grace_s=status_grace_s,
     )
 
 
@@ -153,3 +221,71 @@ def build_ledger(settings: Settings, *, clock: Clock = datetime_now_with_tzinfo)
         default_platform=settings.default_platform,
         clock=clock,
     )
+
+
+def is_embedded(settings: Settings) -> bool:
+    """Whether one process owns the store (SQLite): it then runs the policies itself,
+    since no ``slotledger worker`` beside it can."""
+    return isinstance(settings.store, SQLiteStore)
+
+
+def build_leadership_watch(settings: Settings, ledger: SlotLedger) -> WorkerLeadership | None:
+    """Whether some ``slotledger worker`` leads, for a process that runs none; None on
+    SQLite, where no other process can lead."""
+    store, recorder = settings.store, ledger.recorder
+    if isinstance(store, PostgresStore) and isinstance(recorder, PostgresApplicationRecorder):
+        return WorkerLeadership(recorder, advisory_key(store.schema, settings.pool_name))
+    return None
+
+
+def build_read_models(
+    settings: Settings, ledger: SlotLedger | None = None, *, batch_size: int = 5000
+) -> ReadModels:
+    """The read models of the configured store: PostgreSQL tables beside the events, or
+    the SQLite file beside the ledger's (``SQLiteStore.views_path``)."""
+    ledger = ledger or build_ledger(settings)
+    store = settings.store
+    if isinstance(store, PostgresStore):
+        return PostgresReadModels(
+            ledger, store.conninfo(), schema=store.schema, batch_size=batch_size
+        )
+    return SQLiteReadModels(ledger, store.views_path, batch_size=batch_size)
+
+
+def build_follower(models: ReadModels) -> Follower:
+    """LISTEN/NOTIFY on PostgreSQL, polling on SQLite; call ``start()`` on it."""
+    if isinstance(models, PostgresReadModels):
+        return PostgresFollower(models)
+    assert isinstance(models, SQLiteReadModels)
+    return SQLiteFollower(models)
+
+
+def build_mirror(
+    settings: Settings,
+    ledger: SlotLedger,
+    coolify: CoolifyClient,
+    *,
+    leader: LogFollower | None = None,
+    parking: Parking | None = None,
+) -> DescriptionMirror:
+    """The Coolify description mirror, tracking its position beside the events."""
+    env = follower_env(settings.store, DescriptionMirror.NAME, settings)
+    return DescriptionMirror(ledger, coolify, env, leader=leader, parking=parking)
+
+
+def import_bundle(lines: Iterable[str], into: str) -> Imported:
+    """Load an incident bundle into a new SQLite ledger at ``into``; its read models go
+    to the sibling views file."""
+    path = Path(into)
+    if path.exists() and path.stat().st_size > 0:
+        raise BadInput(f"{into} already exists: import needs a new file")
+    bundle = parse(lines)
+    store = SQLiteStore(str(path))
+    ledger = SlotLedger(eventsourcing_env(store), pool_name=bundle.pool_name)
+    try:
+        events, aggregates = load(bundle, ledger)
+        with SQLiteReadModels(ledger, store.views_path) as models:
+            models.catch_up()
+    finally:
+        ledger.close()
+    return Imported(events, aggregates, str(path), store.views_path)

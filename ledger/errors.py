@@ -7,6 +7,12 @@ CLI (exit code 2 for bad input). Messages name what was wrong and never include 
 
 from __future__ import annotations
 
+import sqlite3
+from typing import Any
+
+import psycopg
+from eventsourcing import persistence as es
+
 
 class SlotLedgerError(Exception):
     """Base of every error slotledger raises on purpose."""
@@ -115,3 +121,188 @@ class StoreUnavailable(SlotLedgerError):
     code = "store_unavailable"
     http_status = 503
     retry_after_s = 2
+
+
+# --- Which store errors are outages ----------------------------------------------------
+# One classification for every layer: the stores' exception types are named here (and
+# nothing of ours is imported), so the HTTP API, the CLI, the loops and the read side's
+# followers decide the same way.
+
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    es.OperationalError,
+    es.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+)
+"""What the stores raise when they do not answer; :func:`store_unavailable` decides."""
+
+
+def store_unavailable(error: BaseException) -> StoreUnavailable | None:
+    """The :class:`StoreUnavailable` behind ``error`` (or what it was raised from), if
+    the store failed to answer: psycopg's operational and interface errors (refused or
+    lost connections, pool timeouts, terminated backends, lock and statement timeouts),
+    the library's own pool timing out, a locked SQLite file. Anything else, such as the
+    library's errors that no such cause raised, is not an outage: ``None``."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, StoreUnavailable):
+            return cause
+        if isinstance(
+            cause, psycopg.OperationalError | psycopg.InterfaceError | es.ConnectionUnavailableError
+        ) or (isinstance(cause, sqlite3.OperationalError) and _is_busy(cause)):
+            reason = " ".join(str(cause).split())[:300] or type(cause).__name__
+            return StoreUnavailable(f"the database did not answer: {reason}")
+        cause = cause.__cause__
+    return None
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
+
+
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    es.DataError,
+    es.IntegrityError,
+)
+_RETRIED_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.Error,
+    sqlite3.Error,
+    es.PersistenceError,
+    es.ConnectionPoolClosedError,
+    OSError,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether a log follower should retry ``error`` rather than park the event: the
+    store or the network failing says nothing about the event being processed. Wider
+    than :func:`store_unavailable` (any store or network error but bad data), since a
+    follower retrying a store error that persists costs only its backoff."""
+    return isinstance(error, _RETRIED_ERRORS) and not isinstance(error, _DATA_ERRORS)
+
+
+# --- Coolify ---------------------------------------------------------------------------
+# Callers branch on the class (and ``status``), never on Coolify's message text: the
+# wording and even the punctuation differ between routes (API.md §0). Messages carry the
+# HTTP method and the path only; the client redacts the bearer token from anything Coolify
+# sends back, and fits its text to the domain's limits, before it gets here.
+
+
+class CoolifyError(SlotLedgerError):
+    """A Coolify call failed; ``status`` is None when no HTTP response arrived.
+
+    ``http_status`` is 502 because, seen from slotledger's own API, an upstream failure is a bad
+    gateway, whatever status Coolify gave.
+    """
+
+    code = "coolify_error"
+    http_status = 502
+
+    def __init__(self, message: str, *, status: int | None, method: str, path: str) -> None:
+        self.status = status
+        self.message = message
+        self.method = method
+        self.path = path
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        shown = "no response" if self.status is None else f"HTTP {self.status}"
+        return f"Coolify {self.method} {self.path}: {shown}: {self.message}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status!r}, method={self.method!r}, "
+            f"path={self.path!r}, message={self.message!r})"
+        )
+
+
+class CoolifyUnauthorized(CoolifyError):
+    """401: the token is missing, wrong, or its team is gone."""
+
+    code = "coolify_unauthorized"
+
+
+class CoolifyForbidden(CoolifyError):
+    """403: missing ability or team role, the API switch is off, or the IP is not allowed."""
+
+    code = "coolify_forbidden"
+
+
+class CoolifyNotFound(CoolifyError):
+    """404: unknown uuid (application, deployment, project, ...) or unknown path."""
+
+    code = "coolify_not_found"
+
+
+class CoolifyConflict(CoolifyError):
+    """409: domain conflict, or an env var that already exists."""
+
+    code = "coolify_conflict"
+
+
+class CoolifyValidationError(CoolifyError):
+    """422: Coolify rejected the body; ``errors`` maps field to messages (may be empty)."""
+
+    code = "coolify_validation_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        method: str,
+        path: str,
+        errors: dict[str, Any],
+    ) -> None:
+        self.errors = errors
+        super().__init__(message, status=status, method=method, path=path)
+
+    def _describe(self) -> str:
+        fields = f" (fields: {', '.join(sorted(self.errors))})" if self.errors else ""
+        return super()._describe() + fields
+
+
+class CoolifyRateLimited(CoolifyError):
+    """429 after the retries ran out; ``retry_after`` is Coolify's hint in seconds."""
+
+    code = "coolify_rate_limited"
+    http_status = 503
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        method: str,
+        path: str,
+        retry_after: float | None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status, method=method, path=path)
+
+
+class CoolifyServerError(CoolifyError):
+    """5xx: Coolify failed (often a DB error, e.g. a description longer than 255)."""
+
+    code = "coolify_server_error"
+
+
+class CoolifyBadResponse(CoolifyError):
+    """A success status with a body the client cannot use (HTML, garbage, missing field)."""
+
+    code = "coolify_bad_response"
+
+
+class CoolifyUnavailable(CoolifyError):
+    """No HTTP response at all: connect error, timeout or dropped connection."""
+
+    code = "coolify_unavailable"
+    http_status = 503

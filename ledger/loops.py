@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from ledger.adapters.persistence import store_unavailable
+from ledger.errors import store_unavailable
 
 __all__ = ["Backoff", "Health", "LoopHealth", "LoopState", "describe_error", "log_failure"]
 
@@ -36,7 +36,7 @@ def describe_error(error: BaseException) -> str:
 
 def log_failure(logger: logging.Logger, what: str, error: BaseException, after: str) -> None:
     """Log that ``what`` failed and what happens ``after``. An outage (the store did not
-    answer, see :func:`~ledger.persistence.store_unavailable`) is one line: it is expected,
+    answer, see :func:`~ledger.errors.store_unavailable`) is one line: it is expected,
     the line says all there is to know, and a traceback for each would bury the log. Any
     other error is a bug and keeps its traceback."""
     outage = store_unavailable(error)

@@ -14,8 +14,11 @@ their threads between :meth:`Service.start` and :meth:`Service.stop`:
 - the transition log, whose listener feeds the deploying-time histogram;
 - the health of every background loop (:meth:`Service.loops`), which ``/readyz`` and
   ``/metrics`` show;
-- with a :class:`~ledger.demo.Demo`: the fake Coolify in-process, a small pool and
-  simulated bots, so a newcomer's dashboard moves.
+- with a :class:`Sidecar` (``serve --demo`` hands in ``ledger.devtools.demo.Demo``): what
+  runs beside the parts, such as a fake Coolify and simulated bots, which this module
+  does not know of.
+
+Every part is built by :mod:`ledger.bootstrap`, which alone chooses the backends.
 
 Parts are started in dependency order and stopped in reverse, also when a start fails
 half-way, so a failed start leaves no threads behind.
@@ -27,35 +30,29 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Self
+from dataclasses import dataclass, field
+from typing import Protocol, Self
 
-from eventsourcing.postgres import PostgresApplicationRecorder
-
+from ledger import bootstrap
 from ledger.adapters.coolify import CoolifyClient
-from ledger.adapters.descriptions import DescriptionMirror
-from ledger.adapters.logs import TransitionLog, secrets_of
+from ledger.adapters.leadership import WorkerLeadership
+from ledger.adapters.logs import TransitionLog
 from ledger.adapters.metrics import Gauges, Metrics
-from ledger.adapters.persistence import store_unavailable
 from ledger.application import SlotLedger
 from ledger.application.deploy import CoolifySlotRuntime, SlotDeployer
-from ledger.application.worker import Worker, advisory_key, election_for
-from ledger.bootstrap import build_coolify, build_ledger, build_permits, follower_env, slot_template
-from ledger.devtools.demo import Demo, SimulatedBots
-from ledger.devtools.fake_coolify import FakeCoolifyServer
+from ledger.application.worker import Worker
 from ledger.domain import SlotStatus
-from ledger.errors import SlotLedgerError
+from ledger.errors import SlotLedgerError, store_unavailable
 from ledger.loops import Backoff, Health, LoopHealth, describe_error, log_failure
-from ledger.settings import PostgresStore, Settings, SQLiteStore
-from projections import Lag, ReadModels, ReadModelTimeout, build_follower, build_read_models
-from projections.engine.follower import Follower
+from ledger.settings import Settings
+from projections import Follower, Lag, ReadModels, ReadModelTimeout
 
 __all__ = [
     "NotStarted",
     "Periodic",
     "Readiness",
     "Service",
-    "WorkerLeadership",
+    "Sidecar",
     "lag_seconds",
     "loop_problem",
     "start_service",
@@ -122,49 +119,25 @@ class Periodic:
         self._thread.join(timeout=10)
 
 
-class WorkerLeadership:
-    """Whether some ``slotledger worker`` leads this pool's policies now, for a ``serve``
-    on PostgreSQL that runs no worker itself: the leader holds the election's advisory
-    lock (:func:`ledger.worker.advisory_key`), so ``pg_locks`` tells.
+class Sidecar(Protocol):
+    """What runs beside the service's own parts and shapes its settings: the demo's fake
+    Coolify and simulated bots, handed in by ``serve --demo``."""
 
-    A :class:`Periodic` checks and the answer is kept in memory, so ``/readyz`` and
-    ``/metrics`` show it without a query of their own, also while the store is down.
-    It is the ``policy-worker`` loop, ``stopped`` while no worker leads
-    (``slotledger_loop_up`` 0, for an alert), yet never a readiness problem: no request
-    needs the policies to be answered (they act on timeouts of minutes), and taking every
-    server out of its load balancer because the workers are down would turn a degraded
-    pool into a full outage.
-    """
+    def configure(self, settings: Settings) -> Settings:
+        """The settings every part is built from (the demo: a small pool, quick policies)."""
 
-    CHECK_S = 2.0
-    LED = "led by another process"
-    UNLED = "no worker leads"
-    _SQL = (
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND objsubid = 1 AND classid::bigint = %s AND objid::bigint = %s) AS led"
-    )
+    def start(self, settings: Settings) -> Settings:
+        """Start before the Coolify client is built; the settings it is built from (the
+        demo: the URL and token of the fake Coolify it started)."""
 
-    def __init__(self, recorder: PostgresApplicationRecorder, key: int) -> None:
-        self._datastore = recorder.datastore
-        # pg_locks shows a bigint key as its high and low 32 bits, unsigned.
-        self._params = ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
-        self.led: bool | None = None
+    def attach(self, ledger: SlotLedger, deployer: SlotDeployer) -> None:
+        """Once the deployer runs: act through it (the demo: fill the pool, start bots)."""
 
-    def check(self) -> None:
-        with self._datastore.get_connection() as conn:
-            row = conn.execute(self._SQL, self._params).fetchone()
-        self.led = bool(row and row["led"])
+    def detach(self) -> None:
+        """Stop what :meth:`attach` began; first thing on the way out."""
 
-    def health(self, checking: LoopHealth) -> LoopHealth:
-        """The checking loop's health, told as the policy worker's: a failing or stopped
-        check shows as such, else who leads (nothing before the first check)."""
-        shown = replace(checking, name=Worker.NAME)
-        if checking.state != "running" or self.led is None:
-            return shown
-        if self.led:
-            return replace(shown, detail=self.LED)
-        return replace(shown, state="stopped", detail=self.UNLED)
+    def stop(self) -> None:
+        """Stop what :meth:`start` began; last thing on the way out."""
 
 
 def loop_problem(health: LoopHealth) -> str:
@@ -253,35 +226,34 @@ class Service:
         self,
         settings: Settings,
         *,
-        demo: Demo | None = None,
+        demo: Sidecar | None = None,
         worker: bool | None = None,
         deploy_poll_s: float = 1.0,
         status_grace_s: float = 90.0,
         drain_interval_s: float = 1.0,
     ) -> None:
         self.demo = demo
-        self.settings = demo.configure(settings) if demo else settings
-        embedded = isinstance(self.settings.store, SQLiteStore)
+        self.settings = settings if demo is None else demo.configure(settings)
+        embedded = bootstrap.is_embedded(self.settings)
         self.run_worker = (embedded or demo is not None) if worker is None else worker
         self.deploy_poll_s = deploy_poll_s
         self.status_grace_s = status_grace_s
         self.drain_interval_s = drain_interval_s
         self.metrics = Metrics()
-        self.ledger: SlotLedger = build_ledger(self.settings)
+        self.ledger: SlotLedger = bootstrap.build_ledger(self.settings)
         # Many API requests at once: their acquires and releases share transactions.
         self.ledger.enable_group_commit()
         try:
-            self.models: ReadModels = build_read_models(self.settings, self.ledger)
+            self.models: ReadModels = bootstrap.build_read_models(self.settings, self.ledger)
         except BaseException:
             self.ledger.close()  # a start retried after an outage must not leak pools
             raise
-        self.follower: Follower = build_follower(self.models)
+        self.follower: Follower = bootstrap.build_follower(self.models)
         self.transitions = TransitionLog(self.ledger, [self.metrics.transition])
         self.metrics.watch(self.gauges)
         self.metrics.watch_loops(lambda: self.loops())
-        self._secrets = secrets_of(self.settings)
+        self._secrets = bootstrap.secrets_of(self.settings)
         self._loops: list[Callable[[int | None], LoopHealth]] = []
-        self.fake: FakeCoolifyServer | None = None
         self._deployer: SlotDeployer | None = None
         self._stops: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -310,13 +282,17 @@ class Service:
     def _start(self) -> None:
         settings = self.settings
         if self.demo is not None:
-            self.fake = FakeCoolifyServer(self.demo.fake_settings())
-            self.fake.start()
-            self._stops.append(self.fake.stop)
-            settings = self.demo.point_at(settings, self.fake)
-        coolify = build_coolify(settings, on_response=self.metrics.coolify_response)
+            self._stops.append(self.demo.stop)
+            settings = self.demo.start(settings)
+        coolify = bootstrap.build_coolify(settings, on_response=self.metrics.coolify_response)
         self._stops.append(coolify.close)
-        deployer = self._build_deployer(settings, coolify)
+        deployer = bootstrap.build_deployer(
+            settings,
+            self.ledger,
+            coolify,
+            poll_s=self.deploy_poll_s,
+            status_grace_s=self.status_grace_s,
+        )
         self._stops.append(deployer.close)
         self._deployer = deployer
 
@@ -327,12 +303,8 @@ class Service:
         transitions.start()
         self._stops.append(transitions.stop)
         self._loops.append(transitions.health)
-        mirror = DescriptionMirror(
-            self.ledger,
-            coolify,
-            follower_env(settings.store, DescriptionMirror.NAME, settings),
-            leader=self.follower,
-            parking=self.models,
+        mirror = bootstrap.build_mirror(
+            settings, self.ledger, coolify, leader=self.follower, parking=self.models
         )
         mirror.start()
         self._stops.append(mirror.stop)
@@ -343,29 +315,14 @@ class Service:
             self._watch_workers(settings)
         self._every("queue-drain", deployer.drain, self.drain_interval_s)
         self._loops.append(lambda head: self._deploys_health(deployer))
-        if self.demo is not None and self.fake is not None:
-            self._start_demo(self.demo, self.fake, deployer)
-
-    def _start_demo(self, demo: Demo, fake: FakeCoolifyServer, deployer: SlotDeployer) -> None:
-        demo.prepare(self.ledger, deployer)
-        if demo.bots:
-            bots = SimulatedBots(self.ledger, deployer, demo, fake.fake)
-            bots.start()
-            self._stops.append(bots.stop)
-
-    def _build_deployer(self, settings: Settings, coolify: CoolifyClient) -> SlotDeployer:
-        return SlotDeployer(
-            self.ledger,
-            coolify,
-            slot_template(settings),
-            build_permits(settings),
-            queue_timeout_s=settings.queue_timeout_s,
-            poll_s=self.deploy_poll_s,
-            status_grace_s=self.status_grace_s,
-        )
+        if self.demo is not None:
+            self._stops.append(self.demo.detach)
+            self.demo.attach(self.ledger, deployer)
 
     def _start_worker(self, settings: Settings, coolify: CoolifyClient) -> None:
-        worker = Worker(settings, self.ledger, CoolifySlotRuntime(coolify), election_for(settings))
+        election = bootstrap.election_for(settings)
+        config = bootstrap.policy_config(settings)
+        worker = Worker(config, self.ledger, CoolifySlotRuntime(coolify), election)
         stop = threading.Event()
         thread = threading.Thread(
             target=worker.run, args=(stop,), name="policy-worker", daemon=True
@@ -380,11 +337,10 @@ class Service:
         self._loops.append(lambda head: worker.health(alive=thread.is_alive()))
 
     def _watch_workers(self, settings: Settings) -> None:
-        """On PostgreSQL, show whether a ``slotledger worker`` leads (see
-        :class:`WorkerLeadership`); elsewhere no worker can run, so nothing to show."""
-        store, recorder = settings.store, self.ledger.recorder
-        if isinstance(store, PostgresStore) and isinstance(recorder, PostgresApplicationRecorder):
-            watch = WorkerLeadership(recorder, advisory_key(store.schema, settings.pool_name))
+        """Show whether a ``slotledger worker`` leads (see :class:`WorkerLeadership`);
+        where no worker can run (SQLite), nothing to show."""
+        watch = bootstrap.build_leadership_watch(settings, self.ledger)
+        if watch is not None:
             self._every(f"{Worker.NAME}-check", watch.check, watch.CHECK_S, watch.health)
 
     def _every(

@@ -4,11 +4,12 @@ Exactly-once batched projection (:class:`ReadModels`), live followers, rebuild/r
 audit queries and incident bundles, on PostgreSQL and SQLite.
 """
 
-from projections.bootstrap import build_follower, build_read_models
-from projections.bundle import Imported, export, import_bundle
+from projections.bundle import Imported, export
+from projections.engine.eventlog import EventLog, WritableLog
 from projections.engine.follower import Companion, Follower, LogFollower
 from projections.engine.readmodels import ReadModels
 from projections.errors import ProjectionError, ReadModelTimeout, RebuildInProgress
+from projections.jsonable import encode, jsonable
 from projections.models.records import (
     AuditRecord,
     BotLease,
@@ -33,6 +34,7 @@ __all__ = [
     "AuditRecord",
     "BotLease",
     "Companion",
+    "EventLog",
     "Failure",
     "Follower",
     "Imported",
@@ -57,8 +59,8 @@ __all__ = [
     "SlotChange",
     "SlotHistory",
     "SlotState",
-    "build_follower",
-    "build_read_models",
+    "WritableLog",
+    "encode",
     "export",
-    "import_bundle",
+    "jsonable",
 ]

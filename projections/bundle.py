@@ -17,33 +17,21 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from ledger.application import SlotLedger
-from ledger.bootstrap import eventsourcing_env
 from ledger.errors import BadInput
-from ledger.settings import SQLiteStore
+from projections.engine.eventlog import WritableLog
 from projections.engine.readmodels import ReadModels
-from projections.stores.sqlite import SQLiteReadModels
+from projections.jsonable import jsonable
+from projections.stores.sqlite import restore_positions
 
-__all__ = ["Imported", "export", "import_bundle", "jsonable"]
+__all__ = ["Bundle", "Imported", "export", "load", "parse"]
 
 _NOT_FIELDS = frozenset({"originator_id", "originator_version"})
-
-
-def jsonable(value: object) -> Any:
-    """JSON for people: ISO instants and UUID strings (``json.dumps(default=jsonable)``)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def export(
@@ -85,11 +73,7 @@ def export(
             "type": r.type,
             "timestamp": r.occurred_at.isoformat(),
             "matched": r.position in matched_positions,
-            "fields": {
-                k: jsonable(v) if isinstance(v, datetime | UUID) else v
-                for k, v in vars(event).items()
-                if k not in _NOT_FIELDS
-            },
+            "fields": {k: jsonable(v) for k, v in vars(event).items() if k not in _NOT_FIELDS},
             "state": json.loads(portable.to_stored_event(event).state),
         }
 
@@ -102,37 +86,41 @@ class Imported:
     views_path: str
 
 
-def import_bundle(lines: Iterable[str], into: str) -> Imported:
-    """Load bundle records into a new SQLite ledger at ``into`` (its read models go to
-    the sibling views file) with the original originator ids, versions and positions."""
-    path = Path(into)
-    if path.exists() and path.stat().st_size > 0:
-        raise BadInput(f"{into} already exists: import needs a new file")
-    records = _parse(lines)
-    store = SQLiteStore(str(path))
-    ledger = SlotLedger(eventsourcing_env(store), pool_name=_pool_name(records))
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle's records by position, and the pool they belong to."""
+
+    records: list[dict[str, Any]]
+    pool_name: str
+
+
+def parse(lines: Iterable[str]) -> Bundle:
+    """The records of an NDJSON bundle, checked; BadInput names the line at fault."""
+    records = _records(lines)
+    return Bundle(records, _pool_name(records))
+
+
+def load(bundle: Bundle, ledger: WritableLog) -> tuple[int, int]:
+    """Save a bundle into a new, empty SQLite ledger with the original originator ids,
+    versions and positions; how many events and aggregates."""
+    portable: Mapper[UUID] = Mapper(transcoder=ledger.mapper.transcoder)
+    events = [(r["position"], _decode(portable, r)) for r in bundle.records]
+    streams: dict[UUID, list[DomainEventProtocol[UUID]]] = defaultdict(list)
+    for _, event in events:
+        streams[event.originator_id].append(event)
+    aggregates = [_aggregate(originator, stream) for originator, stream in streams.items()]
     try:
-        portable: Mapper[UUID] = Mapper(transcoder=ledger.mapper.transcoder)
-        events = [(r["position"], _decode(portable, r)) for r in records]
-        streams: dict[UUID, list[DomainEventProtocol[UUID]]] = defaultdict(list)
-        for _, event in events:
-            streams[event.originator_id].append(event)
-        aggregates = [_aggregate(originator, stream) for originator, stream in streams.items()]
-        try:
-            recordings = ledger.save(*aggregates, *(e for _, e in events))
-        except IntegrityError as e:
-            raise BadInput(f"the bundle contradicts itself: {e}") from None
-        _restore_positions(
-            ledger, [(r.notification.id, p) for r, (p, _) in zip(recordings, events, strict=True)]
-        )
-        with SQLiteReadModels(ledger, store.views_path) as models:
-            models.catch_up()
-    finally:
-        ledger.close()
-    return Imported(len(events), len(aggregates), str(path), store.views_path)
+        recordings = ledger.save(*aggregates, *(e for _, e in events))
+    except IntegrityError as e:
+        raise BadInput(f"the bundle contradicts itself: {e}") from None
+    restore_positions(
+        ledger.recorder,
+        [(r.notification.id, p) for r, (p, _) in zip(recordings, events, strict=True)],
+    )
+    return len(events), len(aggregates)
 
 
-def _parse(lines: Iterable[str]) -> list[dict[str, Any]]:
+def _records(lines: Iterable[str]) -> list[dict[str, Any]]:
     records: dict[int, dict[str, Any]] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -183,15 +171,3 @@ def _aggregate(originator: UUID, stream: list[DomainEventProtocol[UUID]]) -> Any
     for event in stream:
         aggregate = cast(Any, event).mutate(aggregate)
     return aggregate
-
-
-def _restore_positions(ledger: SlotLedger, moves: list[tuple[int, int]]) -> None:
-    """Give each imported event its original log position. Both sequences ascend and an
-    original is never below its new id, so moving the highest first never collides."""
-    recorder = ledger.recorder
-    assert isinstance(recorder, SQLiteApplicationRecorder)
-    statement = f"UPDATE {recorder.events_table_name} SET rowid = ? WHERE rowid = ?"
-    with recorder.datastore.transaction(commit=True) as c:
-        for new, original in reversed(moves):
-            if new != original:
-                c.execute(statement, (original, new))

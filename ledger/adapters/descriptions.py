@@ -19,8 +19,8 @@ from eventsourcing.persistence import InfrastructureFactory, TrackingRecorder
 from eventsourcing.utils import Environment
 
 from ledger.adapters.coolify import CoolifyClient, CoolifyError, CoolifyNotFound, clean_description
-from ledger.adapters.persistence import SlotRow
 from ledger.application import SlotLedger
+from ledger.application.ports import SlotRow
 from ledger.domain import Slot, SlotStatus
 from ledger.loops import LoopHealth
 from projections.engine.fold import Positioned
@@ -63,7 +63,7 @@ _OUTAGE_STATUSES = frozenset({401, 403, 408, 429})
 """Coolify answers that say nothing about one slot: a token problem, a timeout, rate limits."""
 
 
-class DescriptionMirror(TrackedConsumer):
+class DescriptionMirror(TrackedConsumer[SlotLedger]):
     """Keeps every slot's Coolify description equal to its ledger status.
 
     Run by the process's read-model follower's :class:`Companion` when ``leader`` is

@@ -9,7 +9,8 @@ before the event.
 
 :func:`configure_logging` is the one logging setup of the long-running commands
 (``serve``, ``worker``): ``--log-json`` switches to JSON lines, and every message passes
-a filter that blanks the configured secrets, whatever code logged them.
+a filter that blanks the secrets it is given (``ledger.bootstrap.secrets_of`` reads them
+from the settings), whatever code logged them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from uuid import UUID
 
 from ledger.application import SlotLedger
 from ledger.domain import TRANSITIONS, Slot, SlotStatus
-from ledger.settings import PostgresStore, Settings
 from projections.engine.fold import Positioned
 from projections.engine.follower import (
     Companion,
@@ -43,7 +43,6 @@ __all__ = [
     "SlotTransition",
     "TransitionLog",
     "configure_logging",
-    "secrets_of",
 ]
 
 log = logging.getLogger("ledger.transitions")
@@ -96,7 +95,7 @@ class _Last:
 Listener = Callable[[SlotTransition], None]
 
 
-class TransitionLog(TrackedConsumer):
+class TransitionLog(TrackedConsumer[SlotLedger]):
     """Logs every slot transition after ``start_at`` and hands it to the listeners.
 
     ``active`` says whether this process is the one that logs: with several processes on
@@ -263,11 +262,3 @@ def configure_logging(
         uvicorn_logger.propagate = True
     # One line per Coolify request drowns the transitions; errors still show.
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
-
-
-def secrets_of(settings: Settings) -> list[str]:
-    """The configured secrets, for :class:`SecretFilter`."""
-    store = settings.store
-    password = store.password if isinstance(store, PostgresStore) else ""
-    tokens = (settings.api_token.get_secret_value(), settings.coolify_token.get_secret_value())
-    return [s for s in (*tokens, password) if s]

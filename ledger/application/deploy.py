@@ -26,36 +26,34 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import psycopg
-
-from ledger.adapters.coolify import (
-    CoolifyClient,
-    CoolifyError,
-    CoolifyNotFound,
+from ledger.application import Context, Outcome, SlotLedger
+from ledger.application.ports import (
+    Coolify,
     CreateDockerImageApp,
     DeploymentStatus,
     EnvVar,
+    SlotRow,
 )
-from ledger.adapters.persistence import SlotRow, connect_session, store_unavailable
-from ledger.application import Outcome, SlotLedger, new_correlation_id
+from ledger.application.unit_of_work import Attempt, LostRace
 from ledger.domain import QueueEntry, Slot, SlotStatus
 from ledger.errors import (
     BadInput,
     BotAlreadyHoldsSlot,
     BotAlreadyQueued,
     BotNotFound,
-    ConcurrencyExhausted,
     Conflict,
+    CoolifyError,
+    CoolifyNotFound,
     NoIdleSlot,
     PoolFull,
     SlotLedgerError,
     StaleLease,
-    StoreUnavailable,
+    store_unavailable,
 )
 from ledger.loops import log_failure
 
@@ -66,7 +64,6 @@ __all__ = [
     "DeployPermits",
     "IdempotencyKeyReused",
     "LocalDeployPermits",
-    "PostgresDeployPermits",
     "Queued",
     "ReleaseRate",
     "SlotDeployer",
@@ -173,110 +170,6 @@ class LocalDeployPermits(DeployPermits):
             self._semaphore.release()
 
 
-class PostgresDeployPermits(DeployPermits):
-    """Permits as PostgreSQL session advisory locks, shared by every process: a crashed
-    holder's session closes and its permits free themselves.
-
-    One session per process holds all of this process's permits, so a process never
-    uses more than one connection for them however many deploys run or wait; a waiter
-    sleeps between tries without holding any connection. Advisory locks are re-entrant
-    within a session, so which keys this process holds is kept here too. A session
-    that dies takes its locks with it: the next try opens a new one and takes back the
-    keys still held here (a key another process took meanwhile stays shared until
-    released, and the cap is briefly exceeded, which is logged)."""
-
-    _TAKE = "SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k) LIMIT 1"
-
-    def __init__(self, conninfo: str, limit: int, namespace: int, poll_s: float = 0.1) -> None:
-        self._conninfo = conninfo
-        self._keys = [namespace * 1000 + i for i in range(limit)]
-        self._poll_s = poll_s
-        self._local = threading.BoundedSemaphore(limit)
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        self._held: set[int] = set()
-
-    @contextmanager
-    def hold(self, timeout: float) -> Iterator[None]:
-        deadline = time.monotonic() + timeout
-        if not self._local.acquire(timeout=timeout):
-            raise DeployFailed("no deployment permit within the timeout", "deploy_capacity")
-        try:
-            key = self._wait_for_key(deadline)
-            try:
-                yield
-            finally:
-                self._give_back(key)
-        finally:
-            self._local.release()
-
-    def _wait_for_key(self, deadline: float) -> int:
-        """Try, then sleep without a connection; the store failing counts as "not yet"
-        until the deadline, since it usually answers again within seconds."""
-        failure: StoreUnavailable | None = None
-        while True:
-            try:
-                key = self._try_take()
-            except psycopg.Error as e:
-                if failure is None:
-                    log.warning("deploy permits: %s; retrying", " ".join(str(e).split()))
-                failure = store_unavailable(e) or StoreUnavailable(f"deploy permits: {e}")
-            else:
-                if key is not None:
-                    return key
-                failure = None
-            if time.monotonic() > deadline:
-                if failure is not None:
-                    raise failure
-                raise DeployFailed("no deployment permit within the timeout", "deploy_capacity")
-            time.sleep(self._poll_s)
-
-    def _try_take(self) -> int | None:
-        """One statement on the shared session: the first free key, locked, or None."""
-        with self._lock:
-            try:
-                conn = self._session()
-                free = [k for k in self._keys if k not in self._held]
-                row = conn.execute(self._TAKE, (free,)).fetchone()
-            except psycopg.Error:
-                self._drop_session()
-                raise
-            if row is None:
-                return None
-            key = int(row[0])
-            self._held.add(key)
-            return key
-
-    def _give_back(self, key: int) -> None:
-        with self._lock:
-            self._held.discard(key)
-            if self._conn is None or self._conn.closed:
-                return  # the session died: the lock went with it
-            try:
-                self._conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-            except psycopg.Error as e:
-                reason = " ".join(str(e).split())
-                log.warning("deploy permits: unlock failed (%s); the session is dropped", reason)
-                self._drop_session()
-
-    def _session(self) -> psycopg.Connection[tuple[Any, ...]]:
-        """The live session; a new one takes back the keys this process still holds."""
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        self._conn = connect_session(self._conninfo, "deploy permits")
-        for key in sorted(self._held):
-            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            if not (row and row[0]):
-                log.warning("deploy permits: permit %d was taken while disconnected", key)
-        return self._conn
-
-    def _drop_session(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with suppress(psycopg.Error):
-                conn.close()
-
-
 class ReleaseRate:
     """Releases observed over a sliding window, for the queue's estimated wait."""
 
@@ -319,7 +212,7 @@ class SlotDeployer:
     def __init__(
         self,
         ledger: SlotLedger,
-        coolify: CoolifyClient,
+        coolify: Coolify,
         template: SlotTemplate,
         permits: DeployPermits,
         *,
@@ -358,7 +251,7 @@ class SlotDeployer:
         priority: int = 0,
         queue_timeout_s: float | None = None,
         config: dict[str, str] | None = None,
-        correlation_id: str | None = None,
+        ctx: Context | None = None,
         idempotency_key: str | None = None,
     ) -> Acquired | Queued:
         """A slot for a bot: idle, else new while under max size, else a queue entry.
@@ -369,6 +262,7 @@ class SlotDeployer:
         ``idempotency_key`` names the request (it becomes the correlation id): the same
         key with a different request for the bot is :class:`IdempotencyKeyReused`."""
         config = config or {}
+        ctx = self.ledger.ensure_context(ctx, "api")
         if idempotency_key is not None:
             request: dict[str, Any] = {
                 "bot_id": bot_id,
@@ -377,13 +271,13 @@ class SlotDeployer:
                 "queue_timeout_s": queue_timeout_s,
                 "config": config,
             }
-            correlation_id = keyed_correlation_id(idempotency_key, request)
-        cid = correlation_id or new_correlation_id()
-        for _ in range(self.ledger.max_attempts):
+            ctx = ctx.under(keyed_correlation_id(idempotency_key, request))
+
+        def attempt(_: Attempt) -> Acquired | Queued:
             held = self._held(bot_id, existing=True)
             if held is not None:
                 if idempotency_key is not None:
-                    self._check_key(held, bot_id, cid)
+                    self._check_key(held, bot_id, ctx.correlation_id)
                 return held
             try:
                 return self._new_request(
@@ -392,13 +286,13 @@ class SlotDeployer:
                     priority,
                     queue_timeout_s or self.queue_timeout_s,
                     config,
-                    cid,
+                    ctx,
                 )
             except (BotAlreadyHoldsSlot, BotAlreadyQueued):
-                continue  # a concurrent request of this bot came first: answer with its result
-        raise ConcurrencyExhausted(
-            f"request of bot {bot_id!r} lost {self.ledger.max_attempts} races in a row; try again"
-        )
+                # A concurrent request of this bot came first: answer with its result.
+                raise LostRace(f"bot {bot_id!r} asked twice at once") from None
+
+        return self.ledger.uow.retrying(f"request of bot {bot_id!r}", attempt)
 
     def _new_request(
         self,
@@ -407,15 +301,15 @@ class SlotDeployer:
         priority: int,
         queue_timeout_s: float,
         config: dict[str, str],
-        cid: str,
+        ctx: Context,
     ) -> Acquired | Queued:
         if not self._queue_ahead(platform):
             try:
-                outcome = self._take_slot(bot_id, platform, cid)
+                outcome = self._take_slot(bot_id, platform, ctx)
             except (NoIdleSlot, PoolFull):
                 pass
             else:
-                task = self.start_in_background(outcome.slot, bot_id, config, cid)
+                task = self.start_in_background(outcome.slot, bot_id, config, ctx)
                 return Acquired(outcome.slot, outcome.position, task)
         entry = self.ledger.enqueue(
             bot_id,
@@ -423,7 +317,7 @@ class SlotDeployer:
             priority=priority,
             timeout_s=queue_timeout_s,
             config=config,
-            correlation_id=cid,
+            ctx=ctx,
         )
         return self._after_enqueue(entry)
 
@@ -444,7 +338,8 @@ class SlotDeployer:
     def _held(self, bot_id: str, *, existing: bool) -> Acquired | Queued | None:
         """The answer from what the bot holds now (see ``SlotLedger.holding``), or None
         when it holds nothing. An entry dispatched between the reads is read again."""
-        for _ in range(self.ledger.max_attempts):
+
+        def attempt(_: Attempt) -> Acquired | Queued | None:
             held = self.ledger.holding(bot_id)
             if held is None:
                 return None
@@ -454,8 +349,9 @@ class SlotDeployer:
             try:
                 return self.queued(self.ledger.repository.get(held.entry_id), head)
             except BotNotFound:
-                continue
-        raise ConcurrencyExhausted(f"bot {bot_id!r} moved on too often to be answered; try again")
+                raise LostRace(f"the entry of bot {bot_id!r} left the queue") from None
+
+        return self.ledger.uow.retrying(f"answer for bot {bot_id!r}", attempt)
 
     def _check_key(self, held: Acquired | Queued, bot_id: str, cid: str) -> None:
         """Refuse a key that made the bot's slot or entry for a different request."""
@@ -477,17 +373,17 @@ class SlotDeployer:
     def _queue_ahead(self, platform: str) -> bool:
         return any(r.platform in (None, platform) for r in self.ledger.waiting())
 
-    def _take_slot(self, bot_id: str, platform: str, cid: str) -> Outcome:
+    def _take_slot(self, bot_id: str, platform: str, ctx: Context) -> Outcome:
         try:
-            return self.ledger.acquire(bot_id, platform=platform, correlation_id=cid)
+            return self.ledger.acquire(bot_id, platform=platform, ctx=ctx)
         except NoIdleSlot:
-            return self.ledger.provision(platform, acquire_for=bot_id, correlation_id=cid)
+            return self.ledger.provision(platform, acquire_for=bot_id, ctx=ctx)
 
-    def release(self, bot_id: str, *, correlation_id: str | None = None) -> Outcome | QueueEntry:
+    def release(self, bot_id: str, *, ctx: Context | None = None) -> Outcome | QueueEntry:
         """End what the bot holds at this moment (``SlotLedger.release_or_cancel``):
         stop its container and release its slot, or cancel its queue entry. A failed
         stop leaves the slot in ``error`` with Coolify's reason."""
-        cid = correlation_id or new_correlation_id()
+        ctx = self.ledger.ensure_context(ctx, "api")
 
         def stop_container(row: SlotRow) -> Outcome | None:
             if row.coolify_uuid is None:
@@ -498,13 +394,14 @@ class SlotDeployer:
                 pass  # nothing left to stop; the next deploy recreates the application
             except CoolifyError as e:
                 return self.ledger.fail(
-                    row.slot_id, f"stop failed: {e}", reason_code="stop_failed", correlation_id=cid
+                    row.slot_id,
+                    f"stop failed: {e}",
+                    reason_code="stop_failed",
+                    ctx=ctx.acting_as(self.actor),
                 )
             return None
 
-        result = self.ledger.release_or_cancel(
-            bot_id, before_release=stop_container, correlation_id=cid
-        )
+        result = self.ledger.release_or_cancel(bot_id, before_release=stop_container, ctx=ctx)
         if isinstance(result, Outcome) and result.slot.status is SlotStatus.IDLE:
             self.releases.record()
             try:
@@ -516,13 +413,14 @@ class SlotDeployer:
     def drain(self) -> dict[UUID, Acquired]:
         """Give free capacity to waiting requests, as many as it allows; returns what
         each dispatched queue entry got. Each deploy carries its request's correlation id."""
-        dispatched = self.ledger.dispatch_waiting(actor=self.actor)
+        ctx = self.ledger.context(self.actor)
+        dispatched = self.ledger.dispatch_waiting(ctx=ctx)
         return {
             entry.id: Acquired(
                 outcome.slot,
                 outcome.position,
                 self.start_in_background(
-                    outcome.slot, entry.bot_id, entry.config, entry.correlation_id
+                    outcome.slot, entry.bot_id, entry.config, ctx.under(entry.correlation_id)
                 ),
             )
             for entry, outcome in dispatched
@@ -531,10 +429,10 @@ class SlotDeployer:
     # --- configure and start -----------------------------------------------------------
 
     def start_in_background(
-        self, slot: Slot, bot_id: str, config: dict[str, str], cid: str
+        self, slot: Slot, bot_id: str, config: dict[str, str], ctx: Context
     ) -> Future[None]:
         task = self._executor.submit(
-            self.configure_and_start, slot.id, slot.lease, bot_id, config, cid
+            self.configure_and_start, slot.id, slot.lease, bot_id, config, ctx
         )
         with self._tasks_lock:
             self._tasks.add(task)
@@ -561,38 +459,36 @@ class SlotDeployer:
             pending[0].result(timeout=max(0.0, deadline - time.monotonic()))
 
     def configure_and_start(
-        self, slot_id: UUID, lease: int, bot_id: str, config: dict[str, str], cid: str
+        self, slot_id: UUID, lease: int, bot_id: str, config: dict[str, str], request: Context
     ) -> None:
-        """The deploying phase of one lease; never raises (outcomes are events)."""
+        """The deploying phase of one lease, carried on by the worker under the request's
+        correlation id; never raises (outcomes are events)."""
+        ctx = request.acting_as(self.actor)
         try:
             with self.permits.hold(self.ready_timeout_s):
-                app_uuid = self._prepare(slot_id, lease, bot_id, config, cid)
+                app_uuid = self._prepare(slot_id, lease, bot_id, config, ctx)
                 deployment_uuid = self._start(app_uuid)
-                self.ledger.mark_deploying(
-                    slot_id, deployment_uuid, lease=lease, actor=self.actor, correlation_id=cid
-                )
+                self.ledger.mark_deploying(slot_id, deployment_uuid, lease=lease, ctx=ctx)
                 self._follow(deployment_uuid, app_uuid, _Lease(slot_id, bot_id))
-                self.ledger.mark_started(slot_id, lease=lease, actor=self.actor, correlation_id=cid)
+                self.ledger.mark_started(slot_id, lease=lease, ctx=ctx)
         except Conflict as e:
             log.info("slot %s lease %d moved on during its deploy: %s", slot_id, lease, e)
         except DeployFailed as e:
-            self._fail(slot_id, lease, e.detail, e.reason_code, cid)
+            self._fail(slot_id, lease, e.detail, e.reason_code, ctx)
         except CoolifyError as e:
-            self._fail(slot_id, lease, str(e), f"coolify_{e.status or 'unavailable'}", cid)
+            self._fail(slot_id, lease, str(e), f"coolify_{e.status or 'unavailable'}", ctx)
         except Exception as e:
             if store_unavailable(e) is not None:
                 log_failure(log, f"deploy of slot {slot_id} lease {lease}", e, _SETTLED_LATER)
                 return
             log.exception("deploy of slot %s failed unexpectedly", slot_id)
             # A bug must not leave the slot deploying until the policy runs.
-            self._fail(slot_id, lease, "internal error during deploy", "internal_error", cid)
+            self._fail(slot_id, lease, "internal error during deploy", "internal_error", ctx)
 
-    def _fail(self, slot_id: UUID, lease: int, reason: str, code: str, cid: str) -> None:
+    def _fail(self, slot_id: UUID, lease: int, reason: str, code: str, ctx: Context) -> None:
         self.failed_deploys += 1
         try:
-            self.ledger.fail(
-                slot_id, reason, reason_code=code, lease=lease, actor=self.actor, correlation_id=cid
-            )
+            self.ledger.fail(slot_id, reason, reason_code=code, lease=lease, ctx=ctx)
         except Conflict as e:
             log.info("slot %s lease %d already moved on; not failing it: %s", slot_id, lease, e)
         except Exception as e:
@@ -602,7 +498,7 @@ class SlotDeployer:
             log_failure(log, what, e, _SETTLED_LATER)
 
     def _prepare(
-        self, slot_id: UUID, lease: int, bot_id: str, config: dict[str, str], cid: str
+        self, slot_id: UUID, lease: int, bot_id: str, config: dict[str, str], ctx: Context
     ) -> str:
         """The slot's application, existing and configured for this bot."""
         slot = self.ledger.get_slot(slot_id)
@@ -616,16 +512,16 @@ class SlotDeployer:
                 "SLOTLEDGER_LEASE": str(lease),
             }.items()
         ]
-        app_uuid = slot.coolify_uuid or self._create_app(slot, lease, cid)
+        app_uuid = slot.coolify_uuid or self._create_app(slot, lease, ctx)
         try:
             self.coolify.update_envs_bulk(app_uuid, envs)
         except CoolifyNotFound:
             log.warning("slot %s: application %s vanished; recreating it", slot.name, app_uuid)
-            app_uuid = self._create_app(slot, lease, cid)
+            app_uuid = self._create_app(slot, lease, ctx)
             self.coolify.update_envs_bulk(app_uuid, envs)
         return app_uuid
 
-    def _create_app(self, slot: Slot, lease: int, cid: str) -> str:
+    def _create_app(self, slot: Slot, lease: int, ctx: Context) -> str:
         t = self.template
         created = self.coolify.create_dockerimage_application(
             CreateDockerImageApp(
@@ -639,9 +535,7 @@ class SlotDeployer:
                 instant_deploy=False,
             )
         )
-        self.ledger.app_created(
-            slot.id, created.uuid, lease=lease, actor=self.actor, correlation_id=cid
-        )
+        self.ledger.app_created(slot.id, created.uuid, lease=lease, ctx=ctx)
         return created.uuid
 
     def _start(self, app_uuid: str) -> str:
@@ -717,7 +611,7 @@ class CoolifySlotRuntime:
     """What the policies need of Coolify: stop a container, delete an application.
     Both treat "not found" as done, since the goal state already holds."""
 
-    def __init__(self, coolify: CoolifyClient) -> None:
+    def __init__(self, coolify: Coolify) -> None:
         self.coolify = coolify
 
     def stop(self, coolify_uuid: str) -> None:

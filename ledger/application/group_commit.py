@@ -5,6 +5,8 @@ command per transaction caps the ledger at one command per commit. A busy servic
 many commands at once: a writer thread takes whatever is waiting, decides each command in
 order against one read of the pool's index and cached aggregates, and saves all their
 events in one transaction. Each caller still gets its own outcome or its own typed error.
+The decisions are the single path's own (:mod:`ledger.application.decisions`), read
+through the batch's view of the pool instead of the index.
 
 Correctness does not depend on the batch: the index read and the aggregates are checked
 by the same version rules as any save, so if another process wrote meanwhile the commit
@@ -20,51 +22,91 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime
+from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import PersistenceError, Recording
 
-from ledger.adapters.persistence import SlotRow, lru_order
-from ledger.application import Outcome, SlotLedger, already_holds, holds_no_slot, no_idle_slot
+from ledger.application.commands import Acquire, Context, Outcome, Release
+from ledger.application.decisions import decide_acquire, decide_release
+from ledger.application.ports import LedgerRecorder, SlotRow, lru_order
+from ledger.application.unit_of_work import LostRace
 from ledger.domain import Slot, SlotStatus, check_bot_id, check_platform
 from ledger.errors import SlotLedgerError
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "Writer"]
 
 log = logging.getLogger("ledger.group_commit")
 
-Command = Literal["acquire", "release"]
 
+class Writer(Protocol):
+    """What group commit needs of the ledger it batches for."""
 
-class _StaleRead(Exception):
-    """Another process wrote between the batch's index read and an aggregate load."""
+    index: LedgerRecorder
+    pool_name: str
+
+    def get_slot(self, slot_id: UUID) -> Slot: ...
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]: ...
+
+    def now(self, ctx: Context) -> datetime: ...
+
+    def acquire_now(
+        self, bot_id: str, *, platform: str | None = None, ctx: Context | None = None
+    ) -> Outcome: ...
+
+    def release_now(self, bot_id: str, *, ctx: Context | None = None) -> Outcome: ...
 
 
 @dataclass
 class _Job:
-    command: Command
-    bot_id: str
-    platform: str | None
-    actor: str
-    correlation_id: str
+    command: Acquire | Release
+    ctx: Context
     future: Future[Outcome] = field(default_factory=Future)
 
 
-@dataclass
 class _Batch:
-    """One batch's view of the pool: the index as read once, updated as commands decide."""
+    """One batch's view of the pool (a :class:`~ledger.application.decisions.SlotView`):
+    the index as read once, updated as commands decide."""
 
-    rows: dict[UUID, SlotRow]
-    holders: dict[str, UUID]
-    taken: set[UUID] = field(default_factory=set)
-    touched: dict[UUID, Slot] = field(default_factory=dict)
+    def __init__(
+        self, pool_name: str, rows: list[SlotRow], load: Callable[[_Batch, SlotRow], Slot]
+    ) -> None:
+        self._pool_name = pool_name
+        self.rows = {r.slot_id: r for r in rows}
+        self.holders = {r.bot_id: r.slot_id for r in rows if r.bot_id}
+        self.taken: set[UUID] = set()
+        self.touched: dict[UUID, Slot] = {}
+        self._load = load
+
+    @property
+    def pool_name(self) -> str:
+        return self._pool_name
+
+    def holder_row(self, bot_id: str) -> SlotRow | None:
+        slot_id = self.holders.get(bot_id)
+        return None if slot_id is None else self.rows[slot_id]
+
+    def idle_rows(self, platform: str | None, limit: int) -> list[SlotRow]:
+        idle = [
+            r
+            for r in self.rows.values()
+            if r.status is SlotStatus.IDLE
+            and not r.retired
+            and r.slot_id not in self.taken
+            and platform in (None, r.platform)
+        ]
+        return sorted(idle, key=lru_order)[:limit]
+
+    def load(self, row: SlotRow) -> Slot:
+        return self._load(self, row)
 
 
 class GroupCommit:
     """The writer thread of one :class:`SlotLedger` and its cache of slot aggregates."""
 
-    def __init__(self, ledger: SlotLedger, *, max_batch: int = 64) -> None:
+    def __init__(self, ledger: Writer, *, max_batch: int = 64) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -76,19 +118,11 @@ class GroupCommit:
         self.batches = 0
         self.fallbacks = 0
 
-    def submit(
-        self,
-        command: Command,
-        bot_id: str,
-        *,
-        platform: str | None,
-        actor: str,
-        correlation_id: str,
-    ) -> Outcome:
-        check_bot_id(bot_id)
-        if platform is not None:
-            check_platform(platform)
-        job = _Job(command, bot_id, platform, actor, correlation_id)
+    def submit(self, command: Acquire | Release, ctx: Context) -> Outcome:
+        check_bot_id(command.bot_id)
+        if isinstance(command, Acquire) and command.platform is not None:
+            check_platform(command.platform)
+        job = _Job(command, ctx)
         self._jobs.put(job)
         return job.future.result()
 
@@ -127,7 +161,7 @@ class GroupCommit:
     def _commit(self, jobs: list[_Job]) -> None:
         try:
             results = self._decide_and_save(jobs)
-        except (PersistenceError, _StaleRead) as e:
+        except (PersistenceError, LostRace) as e:
             # Another process wrote meanwhile (or the store hiccuped): forget what this
             # batch touched and let every command decide again on its own.
             log.debug("batch of %d fell back to single commands: %s", len(jobs), e)
@@ -156,20 +190,15 @@ class GroupCommit:
             job.future.set_exception(e)
 
     def _alone(self, job: _Job) -> Outcome:
-        if job.command == "acquire":
-            return self.ledger.acquire_now(
-                job.bot_id,
-                platform=job.platform,
-                actor=job.actor,
-                correlation_id=job.correlation_id,
-            )
-        return self.ledger.release_now(
-            job.bot_id, actor=job.actor, correlation_id=job.correlation_id
-        )
+        command = job.command
+        if isinstance(command, Acquire):
+            return self.ledger.acquire_now(command.bot_id, platform=command.platform, ctx=job.ctx)
+        return self.ledger.release_now(command.bot_id, ctx=job.ctx)
 
     def _decide_and_save(self, jobs: list[_Job]) -> list[Outcome | SlotLedgerError]:
-        rows = {r.slot_id: r for r in self.ledger.index.slot_rows(self.ledger.pool_name)}
-        batch = _Batch(rows, {r.bot_id: r.slot_id for r in rows.values() if r.bot_id})
+        batch = _Batch(
+            self.ledger.pool_name, self.ledger.index.slot_rows(self.ledger.pool_name), self._slot
+        )
         decided: list[tuple[Slot, int] | SlotLedgerError] = []
         for job in jobs:
             try:
@@ -197,39 +226,22 @@ class GroupCommit:
         ]
 
     def _decide(self, batch: _Batch, job: _Job) -> Slot:
-        at = self.ledger.clock()
-        if job.command == "acquire":
-            if job.bot_id in batch.holders:
-                raise already_holds(job.bot_id, batch.rows[batch.holders[job.bot_id]].name)
-            slot = self._slot(batch, self._idle_candidate(batch, job.platform))
-            slot.acquire(job.bot_id, at=at, actor=job.actor, correlation_id=job.correlation_id)
-            batch.holders[job.bot_id] = slot.id
+        """The single path's decision, against the batch's view."""
+        at = self.ledger.now(job.ctx)
+        command = job.command
+        if isinstance(command, Acquire):
+            slot = decide_acquire(batch, command, job.ctx, at)
+            batch.holders[command.bot_id] = slot.id
             batch.taken.add(slot.id)
             return slot
-        slot_id = batch.holders.get(job.bot_id)
-        if slot_id is None:
-            raise holds_no_slot(job.bot_id)
-        slot = self._slot(batch, batch.rows[slot_id])
-        slot.release(job.bot_id, at=at, actor=job.actor, correlation_id=job.correlation_id)
-        del batch.holders[job.bot_id]
+        slot = decide_release(batch, command, job.ctx, at)
+        del batch.holders[command.bot_id]
         return slot
-
-    def _idle_candidate(self, batch: _Batch, platform: str | None) -> SlotRow:
-        idle = [
-            r
-            for r in batch.rows.values()
-            if r.status is SlotStatus.IDLE
-            and not r.retired
-            and r.slot_id not in batch.taken
-            and platform in (None, r.platform)
-        ]
-        if not idle:
-            raise no_idle_slot(self.ledger.pool_name, platform)
-        return min(idle, key=lru_order)
 
     def _slot(self, batch: _Batch, row: SlotRow) -> Slot:
         """The slot as this batch has it; else cached if still at the index's version;
-        else loaded."""
+        else loaded (another process wrote between the batch's index read and the load:
+        :class:`LostRace`, and the batch falls back to single commands)."""
         if row.slot_id in batch.touched:
             return batch.touched[row.slot_id]
         cached = self._cache.get(row.slot_id)
@@ -237,5 +249,5 @@ class GroupCommit:
             cached = self.ledger.get_slot(row.slot_id)
             self._cache[row.slot_id] = cached
             if cached.version != row.version:
-                raise _StaleRead(f"slot {row.name} moved on since the batch read the index")
+                raise LostRace(f"slot {row.name} moved on since the batch read the index")
         return cached

@@ -2,9 +2,9 @@
 
 Three rules share one shape. ``decide`` only reads: the inline index names candidates and
 the aggregate has the final word. ``apply`` loads the aggregate again, decides again at the
-decision's time, and saves with optimistic concurrency; when the fresh decision differs
-(the slot started, another worker acted), the decision is dropped and the next tick decides
-from the new state. A lost race (``IntegrityError``) means: re-read and decide again.
+decision's time, and saves through the ledger's unit of work; when the fresh decision
+differs (the slot started, another worker acted), the decision is dropped and the next tick
+decides from the new state. A lost race means: re-read and decide again.
 
 Decisions are a function of the history and the clock only. Their events carry the
 decision time and a correlation id derived from the decision, so the same history with the
@@ -24,16 +24,16 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
 
-from ledger.application import Clock, SlotLedger
+from ledger.application import Clock, Context, SlotLedger
+from ledger.application.unit_of_work import Attempt, Change
 from ledger.domain import QueueEntry, QueueStatus, Slot, SlotStatus
-from ledger.errors import ConcurrencyExhausted, SlotLedgerError
-from ledger.settings import Settings
+from ledger.errors import SlotLedgerError
 
 __all__ = [
     "Decision",
     "ErrorRecoveryRule",
+    "PolicyConfig",
     "PolicyEngine",
     "QueueExpiryRule",
     "Rule",
@@ -53,6 +53,19 @@ class SlotRuntime(Protocol):
     def stop(self, coolify_uuid: str) -> None: ...
 
     def delete(self, coolify_uuid: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The policies' settings as plain values (``ledger.bootstrap.policy_config`` reads
+    them from the settings), so the application never reads the configuration."""
+
+    pool_name: str
+    deploying_timeout_s: float
+    recovery_interval_s: float
+    recovery_max_attempts: int
+    retire_mode: Literal["delete", "quarantine"]
+    policy_tick_s: float
 
 
 @dataclass(frozen=True)
@@ -115,24 +128,25 @@ class Rule(ABC, Generic[A]):
 
     def apply(self, ledger: SlotLedger, decision: Decision) -> Decision | None:
         """Carry a decision out; returns it as carried out (a side effect may change the
-        event), or ``None`` when the aggregate changed so that it no longer holds."""
-        done: Decision | None = None
-        for _ in range(ledger.max_attempts):
+        event), or ``None`` when the aggregate changed so that it no longer holds. The
+        decision is its own request: its actor is the rule, its correlation id the
+        decision's, its time the decision's."""
+        ctx = Context(self.actor, decision.correlation_id, decision.at)
+        carried_out: list[Decision] = []  # side effects run once, whatever the races
+
+        def decide(_: Attempt) -> Change[Decision | None]:
             aggregate = self.load(ledger, decision.target_id)
             fresh = self.judge(ledger, aggregate, decision.at)
             if fresh is None or replace(fresh, version=decision.version) != decision:
-                return None
-            if done is None:
-                done = self.carry_out(aggregate, decision)
+                return Change(None)
+            if not carried_out:
+                carried_out.append(self.carry_out(aggregate, decision))
+            done = carried_out[0]
             # A write that won a race keeps its order: never stamp an event before it.
-            at = max(decision.at, aggregate.modified_on)
-            try:
-                ledger.save(*self.write(ledger, aggregate, done, at))
-            except IntegrityError:
-                continue
-            return done
-        msg = f"{decision.rule} on {decision.target} lost {ledger.max_attempts} races in a row"
-        raise ConcurrencyExhausted(msg)
+            stamped = replace(ctx, at=max(ctx.at, aggregate.modified_on))
+            return Change(done, self.write(ledger, aggregate, done, stamped))
+
+        return ledger.uow.run(f"{decision.rule} on {decision.target}", decide).answer
 
     @abstractmethod
     def candidates(self, ledger: SlotLedger, now: datetime) -> list[UUID]:
@@ -151,9 +165,10 @@ class Rule(ABC, Generic[A]):
 
     @abstractmethod
     def write(
-        self, ledger: SlotLedger, aggregate: A, decision: Decision, at: datetime
+        self, ledger: SlotLedger, aggregate: A, decision: Decision, ctx: Context
     ) -> Sequence[Aggregate]:
-        """Trigger the decision's event; returns the aggregates to save together."""
+        """Trigger the decision's event under ``ctx``; returns the aggregates to save
+        together."""
 
 
 class SlotRule(Rule[Slot], ABC):
@@ -201,14 +216,14 @@ class StaleDeployingRule(SlotRule):
         return self.decision(slot, "fail", "SlotFailed", self.REASON, at)
 
     def write(
-        self, ledger: SlotLedger, aggregate: Slot, decision: Decision, at: datetime
+        self, ledger: SlotLedger, aggregate: Slot, decision: Decision, ctx: Context
     ) -> Sequence[Aggregate]:
         aggregate.fail(
             decision.reason,
             reason_code=self.REASON_CODE,
-            at=at,
-            actor=self.actor,
-            correlation_id=decision.correlation_id,
+            at=ctx.at,
+            actor=ctx.actor,
+            correlation_id=ctx.correlation_id,
         )
         return [aggregate]
 
@@ -279,18 +294,18 @@ class ErrorRecoveryRule(SlotRule):
         return replace(decision, reason=f"{self._attempts(aggregate)}; application {app} deleted")
 
     def write(
-        self, ledger: SlotLedger, aggregate: Slot, decision: Decision, at: datetime
+        self, ledger: SlotLedger, aggregate: Slot, decision: Decision, ctx: Context
     ) -> Sequence[Aggregate]:
-        slot, cid = aggregate, decision.correlation_id
+        slot, at, actor, cid = aggregate, ctx.at, ctx.actor, ctx.correlation_id
         if decision.event == "SlotRecoveryFailed":
-            slot.recovery_failed(decision.reason, at=at, actor=self.actor, correlation_id=cid)
+            slot.recovery_failed(decision.reason, at=at, actor=actor, correlation_id=cid)
         elif decision.action == "recover":
-            slot.recover(at=at, actor=self.actor, correlation_id=cid)
+            slot.recover(at=at, actor=actor, correlation_id=cid)
         else:
-            slot.retire(decision.reason, at=at, actor=self.actor, correlation_id=cid)
+            slot.retire(decision.reason, at=at, actor=actor, correlation_id=cid)
             pool = ledger.get_pool()
             if pool is not None:  # a slot always has its pool; a foreign store may not
-                pool.remove(slot.id, at=at, actor=self.actor, correlation_id=cid)
+                pool.remove(slot.id, at=at, actor=actor, correlation_id=cid)
                 return [slot, pool]
         return [slot]
 
@@ -350,10 +365,10 @@ class QueueExpiryRule(Rule[QueueEntry]):
         )
 
     def write(
-        self, ledger: SlotLedger, aggregate: QueueEntry, decision: Decision, at: datetime
+        self, ledger: SlotLedger, aggregate: QueueEntry, decision: Decision, ctx: Context
     ) -> Sequence[Aggregate]:
         aggregate.expire(
-            decision.reason, at=at, actor=self.actor, correlation_id=decision.correlation_id
+            decision.reason, at=ctx.at, actor=ctx.actor, correlation_id=ctx.correlation_id
         )
         return [aggregate]
 
@@ -370,17 +385,17 @@ class PolicyEngine:
         self,
         ledger: SlotLedger,
         runtime: SlotRuntime,
-        settings: Settings,
+        config: PolicyConfig,
         clock: Clock | None = None,
     ) -> None:
         self.ledger = ledger
         self.clock: Clock = clock or ledger.clock
-        self.stale = StaleDeployingRule(settings.deploying_timeout_s)
+        self.stale = StaleDeployingRule(config.deploying_timeout_s)
         self.recovery = ErrorRecoveryRule(
             runtime,
-            interval_s=settings.recovery_interval_s,
-            max_attempts=settings.recovery_max_attempts,
-            retire_mode=settings.retire_mode,
+            interval_s=config.recovery_interval_s,
+            max_attempts=config.recovery_max_attempts,
+            retire_mode=config.retire_mode,
         )
         self.expiry = QueueExpiryRule()
         self.last_recovery_at: datetime | None = None

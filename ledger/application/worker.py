@@ -1,8 +1,9 @@
 """The policy worker: one leader per pool runs the policies, every other process waits.
 
-Leadership is a PostgreSQL session-level advisory lock held on a dedicated connection (the
-Marten/Emmett way): the lock lives exactly as long as the session, so a leader that dies
-loses it when the server closes its session, and a standby takes it on its next tick. The
+Leadership is a PostgreSQL session-level advisory lock held on a dedicated connection
+(:class:`ledger.adapters.postgres.PostgresLeaderElection`, the Marten/Emmett way): the
+lock lives exactly as long as the session, so a leader that dies loses it when the
+server closes its session, and a standby takes it on its next tick. The
 lock saves work and side effects; correctness does not rest on it alone. A leader that
 lost its session mid-tick may still write, but every write is checked against the
 aggregate's version, so a decision is still taken once.
@@ -12,30 +13,20 @@ On the embedded SQLite store there is one process, which always leads.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
 import threading
 from abc import ABC, abstractmethod
 from datetime import datetime
-from typing import Any
 
-import psycopg
-
-from ledger.adapters.persistence import connect_session
 from ledger.application import Clock, SlotLedger
-from ledger.application.policies import Decision, PolicyEngine, SlotRuntime
+from ledger.application.policies import Decision, PolicyConfig, PolicyEngine, SlotRuntime
 from ledger.loops import Backoff, Health, LoopHealth
-from ledger.settings import PostgresStore, Settings
 
 __all__ = [
     "LeaderElection",
     "LocalLeaderElection",
-    "PostgresLeaderElection",
     "Worker",
-    "advisory_key",
-    "election_for",
 ]
 
 log = logging.getLogger("ledger.worker")
@@ -71,79 +62,6 @@ class LocalLeaderElection(LeaderElection):
         pass
 
 
-def advisory_key(schema: str, pool_name: str) -> int:
-    """A stable 64-bit lock key per ledger schema and pool: two ledgers sharing a database
-    never block each other."""
-    name = f"slotledger:policies:{schema}:{pool_name}".encode()
-    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
-
-
-class PostgresLeaderElection(LeaderElection):
-    """``pg_try_advisory_lock`` on a session of its own (:func:`connect_session`: short
-    keepalives, so a vanished leader's lock frees within seconds), checked every tick.
-
-    A session that died while idle (server restart, terminated backends) fails on its
-    first use; the same call then tries once more on a fresh session, so a tick is lost
-    only while the store itself does not answer."""
-
-    def __init__(self, store: PostgresStore, pool_name: str) -> None:
-        self.conninfo = store.conninfo()
-        self.key = advisory_key(store.schema, pool_name)
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        self._leader = False
-
-    @property
-    def is_leader(self) -> bool:
-        return self._leader
-
-    def try_lead(self) -> bool:
-        reused = self._conn is not None and not self._conn.closed
-        try:
-            return self._check_or_take()
-        except psycopg.Error:
-            self.release()
-            if not reused:
-                raise
-        try:
-            return self._check_or_take()
-        except psycopg.Error:
-            self.release()
-            raise
-
-    def _check_or_take(self) -> bool:
-        conn = self._connection()
-        if self._leader:
-            conn.execute("SELECT 1")  # the session, and so the lock, is still there
-        else:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
-            self._leader = bool(row and row[0])
-        return self._leader
-
-    def release(self) -> None:
-        """Unlock, so a standby can take over at once, then close the session (which
-        frees the lock anyway, only after the server notices)."""
-        was_leader, self._leader = self._leader, False
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(psycopg.Error), conn:
-            if was_leader and not conn.closed:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
-
-    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
-        if self._conn is None or self._conn.closed:
-            self._leader = False
-            self._conn = connect_session(self.conninfo, "worker")
-        return self._conn
-
-
-def election_for(settings: Settings) -> LeaderElection:
-    store = settings.store
-    if isinstance(store, PostgresStore):
-        return PostgresLeaderElection(store, settings.pool_name)
-    return LocalLeaderElection()
-
-
 class Worker:
     """Standby until leader, then one policy tick every ``tick_s``.
 
@@ -159,17 +77,17 @@ class Worker:
 
     def __init__(
         self,
-        settings: Settings,
+        config: PolicyConfig,
         ledger: SlotLedger,
         runtime: SlotRuntime,
         election: LeaderElection,
         clock: Clock | None = None,
         tick_s: float | None = None,
     ) -> None:
-        self.engine = PolicyEngine(ledger, runtime, settings, clock)
+        self.engine = PolicyEngine(ledger, runtime, config, clock)
         self.election = election
-        self.tick_s = tick_s if tick_s is not None else settings.policy_tick_s
-        self.pool_name = settings.pool_name
+        self.tick_s = tick_s if tick_s is not None else config.policy_tick_s
+        self.pool_name = config.pool_name
         self.last_tick_at: datetime | None = None
         self.failures = 0
         self.backoff = Backoff(max_s=self.MAX_BACKOFF_S)

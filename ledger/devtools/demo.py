@@ -3,8 +3,9 @@
 A newcomer should see every part of the lifecycle within a minute of ``make run``:
 slots deploying and busy, a queue when the pool is full, the occasional failed deploy
 and its recovery. :class:`Demo` holds the few knobs and adjusts the settings (a pool
-small enough to fill, policies quick enough to watch); :class:`SimulatedBots` is the
-traffic.
+small enough to fill, policies quick enough to watch) and is the service's
+:class:`~ledger.service.Sidecar`: it starts the fake Coolify and the bots beside the
+service's parts (``serve --demo`` hands it in); :class:`SimulatedBots` is the traffic.
 
 The demo keeps its ledger in the default ``.slotledger/`` store, so a second run
 continues the first one's history; the fake Coolify starts empty each time, and the
@@ -19,7 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from uuid import UUID
 
@@ -38,9 +39,10 @@ log = logging.getLogger("ledger.demo")
 DEMO_BOT_PREFIX = "demo-bot-"
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Demo:
-    """How the demo world behaves."""
+    """How the demo world behaves; while a service runs it, the fake Coolify and the
+    bots too (one service per demo)."""
 
     pool_size: int = 6
     deploy_delay_s: float = 2.5
@@ -54,6 +56,8 @@ class Demo:
     failure_rate: float = 0.07
     """Share of requests whose deploy the fake Coolify fails, to show error and recovery."""
     seed: int | None = None
+    _fake: FakeCoolifyServer | None = field(default=None, init=False, repr=False)
+    _bots: SimulatedBots | None = field(default=None, init=False, repr=False)
 
     def configure(self, settings: Settings) -> Settings:
         """A pool the bots can fill, and policies that act within the minute."""
@@ -85,18 +89,44 @@ class Demo:
             }
         )
 
+    def start(self, settings: Settings) -> Settings:
+        """Start the fake Coolify; the settings pointing at it."""
+        self._fake = FakeCoolifyServer(self.fake_settings())
+        self._fake.start()
+        return self.point_at(settings, self._fake)
+
+    def attach(self, ledger: SlotLedger, deployer: SlotDeployer) -> None:
+        """Fill the pool, then let the bots come (unless ``bots`` is off)."""
+        self.prepare(ledger, deployer)
+        if self.bots and self._fake is not None:
+            self._bots = SimulatedBots(ledger, deployer, self, self._fake.fake)
+            self._bots.start()
+
+    def detach(self) -> None:
+        """Stop the bots; nothing when none run."""
+        bots, self._bots = self._bots, None
+        if bots is not None:
+            bots.stop()
+
+    def stop(self) -> None:
+        """Stop the fake Coolify; nothing when never started."""
+        fake, self._fake = self._fake, None
+        if fake is not None:
+            fake.stop()
+
     def prepare(self, ledger: SlotLedger, deployer: SlotDeployer) -> None:
         """Fill the pool up to its size, and end the previous run's bots: their slots
         and queue entries would otherwise stay taken by bots that no longer exist."""
-        ledger.ensure_pool()
+        operator = ledger.context("operator")
+        ledger.ensure_pool(ctx=operator)
         for _ in range(self.pool_size - len(ledger.slots())):
-            ledger.provision(ledger.default_platform, actor="operator")
+            ledger.provision(ledger.default_platform, ctx=operator)
         leftovers = {r.bot_id for r in ledger.slots() if r.bot_id} | {
             r.bot_id for r in ledger.waiting()
         }
         for bot_id in sorted(b for b in leftovers if b.startswith(DEMO_BOT_PREFIX)):
             try:
-                deployer.release(bot_id)
+                deployer.release(bot_id, ctx=operator)
             except SlotLedgerError as e:
                 log.info("demo: could not end %s from the last run: %s", bot_id, e.detail)
 
@@ -165,6 +195,7 @@ class SimulatedBots:
             priority=self.random.choice((0, 0, 0, 5, 10)),
             queue_timeout_s=self.random.uniform(*self.demo.queue_timeout_s),
             config={"MEETING_URL": f"https://meet.example.com/{bot.bot_id}"},
+            ctx=self.ledger.context("api"),
         )
         self.bots[bot.bot_id] = bot
         if isinstance(result, Acquired):
@@ -186,8 +217,8 @@ class SimulatedBots:
         if bot.slot_id is None:
             self._seated(bot, row.slot_id, now)
         if now >= bot.leave_at:
-            self.deployer.release(bot.bot_id)
+            self.deployer.release(bot.bot_id, ctx=self.ledger.context("api"))
             del self.bots[bot.bot_id]
         elif now >= bot.next_heartbeat:
             bot.next_heartbeat = now + self.demo.heartbeat_s
-            self.ledger.heartbeat(row.slot_id, bot.bot_id)
+            self.ledger.heartbeat(row.slot_id, bot.bot_id, ctx=self.ledger.context("api"))

@@ -19,7 +19,8 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 
-from ledger.domain import TRANSITIONS, QueueEntry, Slot, SlotStatus
+from ledger.domain.queue import QueueEntry
+from ledger.domain.slot import TRANSITIONS, Slot, SlotStatus
 
 __all__ = ["CheckReport", "Violation", "check_events", "iter_log"]
 

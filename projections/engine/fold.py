@@ -20,6 +20,7 @@ from eventsourcing.domain import DomainEventProtocol
 
 from ledger.domain import Pool, QueueEntry, Slot
 from projections.errors import ProjectionError
+from projections.jsonable import encode
 from projections.models.records import (
     AuditRecord,
     Interval,
@@ -81,14 +82,6 @@ _IN_COLUMNS = frozenset(
     }
 )
 _NO_DATA = JSONText("{}")
-
-
-def _jsonable(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"cannot put {type(value).__name__} into an audit record")
 
 
 @dataclass
@@ -195,7 +188,7 @@ class Projector:
         data = (
             JSONText(
                 json.dumps(
-                    {k: state[k] for k in kind.extras}, default=_jsonable, separators=(",", ":")
+                    {k: state[k] for k in kind.extras}, default=encode, separators=(",", ":")
                 )
             )
             if kind.extras

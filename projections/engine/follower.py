@@ -9,7 +9,7 @@ is the failure to avoid), health for ``/readyz`` and ``/metrics``, and parking.
 
 Parking: an event a consumer cannot take must not stop it. The rule: an error from the
 store or the network that is not about the data (connection, timeout, lock, missing
-table: :func:`is_outage`, which consumers extend, e.g. with Coolify being down) is an
+table: :func:`ledger.errors.is_outage`, which consumers extend, e.g. with Coolify being down) is an
 outage, and is retried forever; never parked. Any other error (a data error such as a
 character the database refuses, a constraint, or a bug in the consumer) makes the loop
 take events one at a time (growing the batch back after each success) until the failing
@@ -29,22 +29,21 @@ when the process's read-model follower leads and are woken by its news.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Protocol, Self
+from typing import Any, Generic, Protocol, Self, TypeVar
 from uuid import UUID
 
-import psycopg
 from eventsourcing import persistence as es
 from eventsourcing.persistence import Tracking, TrackingRecorder
 
-from ledger.application import SlotLedger
+from ledger.errors import is_outage
 from ledger.loops import Backoff, Health, LoopHealth, describe_error
+from projections.engine.eventlog import EventLog
 from projections.engine.fold import Batch, Positioned
 from projections.engine.readmodels import ReadModels
 from projections.models.records import Lag, ParkedEvent, ParkedStatus
@@ -61,35 +60,12 @@ __all__ = [
     "Standalone",
     "TrackedConsumer",
     "Tracker",
-    "is_outage",
 ]
 
 log = logging.getLogger(__name__)
 
 _SLICE = 0.1
 """Longest uninterruptible wait, so stop() is prompt."""
-
-_DATA_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.DataError,
-    psycopg.IntegrityError,
-    sqlite3.DataError,
-    sqlite3.IntegrityError,
-    es.DataError,
-    es.IntegrityError,
-)
-_STORE_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.Error,
-    sqlite3.Error,
-    es.PersistenceError,
-    es.ConnectionPoolClosedError,
-    OSError,
-)
-
-
-def is_outage(error: BaseException) -> bool:
-    """Whether ``error`` says the store or the network is unavailable, rather than
-    anything about the event being processed: those are retried, never parked."""
-    return isinstance(error, _STORE_ERRORS) and not isinstance(error, _DATA_ERRORS)
 
 
 class Parking(Protocol):
@@ -98,13 +74,18 @@ class Parking(Protocol):
     def park(self, entry: ParkedEvent) -> None: ...
 
 
-class Consumer(ABC):
+L = TypeVar("L", bound=EventLog)
+"""The log a consumer reads: any :class:`EventLog`, or more of the ledger for consumers
+that act on it (the description mirror, the transition log)."""
+
+
+class Consumer(ABC, Generic[L]):
     """One consumer of the ledger's event log, as the loop sees it."""
 
     name: str
     """The loop's and the parked events' name for it."""
 
-    def __init__(self, ledger: SlotLedger) -> None:
+    def __init__(self, ledger: L) -> None:
         self.ledger = ledger
 
     @abstractmethod
@@ -130,7 +111,7 @@ class Consumer(ABC):
         last = notifications[-1].id if notifications else start
         return Batch(events, last, len(events))
 
-    def standby(self) -> None:  # noqa: B027 (most consumers do nothing on standby)
+    def standby(self) -> None:
         """Called instead of taking events while another process leads."""
 
     def is_outage(self, error: BaseException) -> bool:
@@ -185,11 +166,11 @@ class MemoryTracker(Tracker):
         return True
 
 
-class TrackedConsumer(Consumer):
+class TrackedConsumer(Consumer[L]):
     """A consumer that handles a batch and then records its position: at least once,
     so handling an event twice must be harmless."""
 
-    def __init__(self, ledger: SlotLedger, tracker: Tracker) -> None:
+    def __init__(self, ledger: L, tracker: Tracker) -> None:
         super().__init__(ledger)
         self.tracker = tracker
 
@@ -224,7 +205,7 @@ class TrackedConsumer(Consumer):
                 done += batch.read
 
 
-class ReadModelConsumer(Consumer):
+class ReadModelConsumer(Consumer[EventLog]):
     """The read models as a consumer: exactly once, since each batch commits with the
     models' own tracking row."""
 
@@ -257,7 +238,7 @@ class LogFollower(ABC):
 
     def __init__(
         self,
-        consumer: Consumer,
+        consumer: Consumer[Any],
         *,
         parking: Parking | None,
         poll_interval: float,
@@ -585,7 +566,7 @@ class Companion(LogFollower):
 
     def __init__(
         self,
-        consumer: Consumer,
+        consumer: Consumer[Any],
         leader: LogFollower,
         *,
         parking: Parking | None,

@@ -24,9 +24,9 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
-from ledger.application import SlotLedger
 from ledger.domain import SlotStatus, pool_id
 from ledger.errors import BadInput
+from projections.engine.eventlog import EventLog
 from projections.engine.fold import Batch, Changes, Positioned, Projector
 from projections.errors import ReadModelTimeout
 from projections.inputs import check_event_type, check_window, utc
@@ -102,7 +102,7 @@ class ReadModels(ABC):
 
     def __init__(
         self,
-        ledger: SlotLedger,
+        ledger: EventLog,
         model_set: ModelSet,
         *,
         batch_size: int = 5000,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +15,10 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
-from ledger.adapters.persistence import RECONNECT_S, ddl_lock, ddl_missing
-from ledger.application import SlotLedger
 from ledger.errors import BadInput, ConfigurationError
+from ledger.pglocks import RECONNECT_S, ddl_lock, ddl_missing, try_lock, unlock
+from ledger.pglocks import lock_key as pg_lock_key
+from projections.engine.eventlog import EventLog
 from projections.engine.fold import Changes
 from projections.engine.follower import Follower
 from projections.engine.readmodels import DEFAULT_PREFIX, REBUILD_SUFFIX, Cursor, ReadModels
@@ -109,8 +109,7 @@ def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
 
 def lock_key(models: ModelSet) -> int:
     """The advisory lock key of one model set: one writer (or rebuild) per set."""
-    name = f"slotledger:{models.schema}.{models.prefix}{models.suffix}".encode()
-    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
+    return pg_lock_key("readmodels", models.schema, f"{models.prefix}{models.suffix}")
 
 
 class PostgresReadModels(ReadModels):
@@ -120,7 +119,7 @@ class PostgresReadModels(ReadModels):
 
     def __init__(
         self,
-        ledger: SlotLedger,
+        ledger: EventLog,
         conninfo: str,
         *,
         schema: str | None = None,
@@ -246,14 +245,13 @@ class PostgresReadModels(ReadModels):
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         with self._pool.connection() as conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,)).fetchone()
-            if not (row and row[0]):
+            if not try_lock(conn, self.lock_key):
                 where = f"{self.model_set.schema}.{self.model_set.prefix}*{self.model_set.suffix}"
                 raise RebuildInProgress(f"another process is building the read models {where}")
             try:
                 yield
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (self.lock_key,))
+                unlock(conn, self.lock_key)
 
     def create_indexes(self) -> None:
         """One connection per index, so the server builds them in parallel."""
@@ -345,10 +343,7 @@ class PostgresFollower(Follower):
 
     def _try_lead(self) -> bool:
         assert self._conn is not None
-        row = self._conn.execute(
-            "SELECT pg_try_advisory_lock(%s)", (self.pg_models.lock_key,)
-        ).fetchone()
-        return bool(row and row[0])
+        return try_lock(self._conn, self.pg_models.lock_key)
 
     def _wait_for_news(self, timeout: float) -> bool:
         assert self._conn is not None

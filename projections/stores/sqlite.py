@@ -16,16 +16,17 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from ledger.application import SlotLedger
 from ledger.errors import BadInput, ConfigurationError
+from projections.engine.eventlog import EventLog
 from projections.engine.follower import Follower
 from projections.engine.readmodels import DEFAULT_PREFIX, Cursor, ReadModels
 from projections.errors import RebuildInProgress
 from projections.models.schema import MODELS, TRACKING, Column, Convert, Dialect, Kind, ModelSet
 
-__all__ = ["SQLiteDialect", "SQLiteFollower", "SQLiteReadModels"]
+__all__ = ["SQLiteDialect", "SQLiteFollower", "SQLiteReadModels", "restore_positions"]
 
 
 def _timestamp(value: datetime) -> str:
@@ -112,7 +113,7 @@ class SQLiteReadModels(ReadModels):
 
     def __init__(
         self,
-        ledger: SlotLedger,
+        ledger: EventLog,
         path: str,
         *,
         prefix: str = DEFAULT_PREFIX,
@@ -249,3 +250,16 @@ class SQLiteFollower(Follower):
         if self._fd is not None:
             self.sqlite_models.unlock(self._fd)
             self._fd = None
+
+
+def restore_positions(recorder: ApplicationRecorder, moves: list[tuple[int, int]]) -> None:
+    """Give imported events their original log positions (``moves``: new id, original).
+    Both sequences ascend and an original is never below its new id, so moving the
+    highest first never collides."""
+    if not isinstance(recorder, SQLiteApplicationRecorder):
+        raise ConfigurationError("an incident bundle is imported into a SQLite ledger only")
+    statement = f"UPDATE {recorder.events_table_name} SET rowid = ? WHERE rowid = ?"
+    with recorder.datastore.transaction(commit=True) as c:
+        for new, original in reversed(moves):
+            if new != original:
+                c.execute(statement, (original, new))

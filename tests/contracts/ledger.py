@@ -66,11 +66,11 @@ class LedgerContract:
         self, make_ledger: MakeLedger
     ) -> None:
         ledger = make_ledger()
-        slot_id = ledger.provision("meet", actor="operator").slot.id
-        ledger.acquire("bot-123", correlation_id="req-1")
-        ledger.mark_deploying(slot_id, "dep-1", correlation_id="req-1")
-        ledger.mark_started(slot_id, correlation_id="req-1")
-        released = ledger.release("bot-123", correlation_id="req-2")
+        slot_id = ledger.provision("meet", ctx=ledger.context("operator")).slot.id
+        ledger.acquire("bot-123", ctx=ledger.context("api").under("req-1"))
+        ledger.mark_deploying(slot_id, "dep-1", ctx=ledger.context("worker").under("req-1"))
+        ledger.mark_started(slot_id, ctx=ledger.context("worker").under("req-1"))
+        released = ledger.release("bot-123", ctx=ledger.context("api").under("req-2"))
         assert released.slot.status is SlotStatus.IDLE
         events = [e for _, e in iter_log(ledger) if getattr(e, "originator_id", None) == slot_id]
         assert [type(e).__name__ for e in events] == [
@@ -149,7 +149,7 @@ class LedgerContract:
         with pytest.raises(BadInput, match="platform"):
             ledger.provision("Not A Platform")
         with pytest.raises(BadInput, match="actor"):
-            ledger.acquire("b1", actor="somebody")
+            ledger.acquire("b1", ctx=ledger.context("somebody"))
         with pytest.raises(BadInput, match="reason"):
             ledger.fail(slot_id, "   ")
         assert event_types(ledger) == before

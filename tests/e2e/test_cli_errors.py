@@ -71,7 +71,7 @@ def test_errors_are_one_line_with_the_exit_code_of_their_kind(
 ) -> None:
     ledger = build_ledger(load_settings(database_url=sqlite_url))
     try:
-        ledger.provision("bot", actor="operator")
+        ledger.provision("bot", ctx=ledger.context("operator"))
         ledger.acquire("bot-1")
     finally:
         ledger.close()

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.bootstrap import build_ledger
+from ledger.bootstrap import build_ledger, build_read_models
 from ledger.settings import load_settings
-from projections import build_read_models
 from projections.bundle import export
 from tests.blackbox import Cluster, run_cli
 
@@ -169,7 +168,7 @@ def demo_store(tmp_path: Path, sqlite_url: str) -> dict[str, str]:
     models = build_read_models(load_settings(database_url=sqlite_url), ledger)
     try:
         for _ in range(3):
-            ledger.provision("bot", actor="operator")
+            ledger.provision("bot", ctx=ledger.context("operator"))
         for bot in ("demo-1", "demo-2"):
             ledger.acquire(bot)
             ledger.release(bot)

@@ -19,12 +19,18 @@ from pathlib import Path
 
 from ledger.application import new_correlation_id
 from ledger.application.deploy import SlotDeployer
-from ledger.bootstrap import build_coolify, build_ledger, build_permits, slot_template
+from ledger.bootstrap import (
+    build_coolify,
+    build_follower,
+    build_ledger,
+    build_permits,
+    build_read_models,
+    slot_template,
+)
 from ledger.devtools.fake_coolify import FakeSettings
 from ledger.errors import SlotLedgerError
 from ledger.service import Periodic
 from ledger.settings import Settings, load_settings
-from projections import build_follower, build_read_models
 from tests.faults.support import ClientLog
 
 POOL = 4
@@ -50,13 +56,17 @@ def bot_loop(deployer: SlotDeployer, client: ClientLog, rng: random.Random, name
         bot = f"{name}-{n}"
         cid = new_correlation_id()
         try:
-            client.requested(bot, cid, deployer.request(bot, correlation_id=cid))
+            client.requested(
+                bot, cid, deployer.request(bot, ctx=deployer.ledger.context("api").under(cid))
+            )
         except SlotLedgerError:
             continue
         time.sleep(rng.uniform(0.0, 0.4))
         cid = new_correlation_id()
         try:
-            client.released(bot, cid, deployer.release(bot, correlation_id=cid))
+            client.released(
+                bot, cid, deployer.release(bot, ctx=deployer.ledger.context("api").under(cid))
+            )
         except SlotLedgerError:
             continue  # its deploy failed (the slot is in error) or its entry expired
 

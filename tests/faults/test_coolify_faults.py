@@ -31,7 +31,7 @@ from ledger.application.deploy import (
     SlotTemplate,
 )
 from ledger.application.policies import PolicyEngine, StaleDeployingRule
-from ledger.bootstrap import build_ledger
+from ledger.bootstrap import build_ledger, policy_config
 from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
 from ledger.domain import SlotStatus
 from ledger.service import Periodic
@@ -66,7 +66,7 @@ class Bots:
     def run(self, index: int) -> None:
         bot = f"bot-{index:03d}"
         cid = new_correlation_id()
-        result = self.deployer.request(bot, correlation_id=cid)
+        result = self.deployer.request(bot, ctx=self.ledger.context("api").under(cid))
         self.client.requested(bot, cid, result)
         end = self.settle(bot)
         if end in ("busy", "waiting"):
@@ -89,7 +89,9 @@ class Bots:
 
     def release(self, bot: str) -> None:
         cid = new_correlation_id()
-        self.client.released(bot, cid, self.deployer.release(bot, correlation_id=cid))
+        self.client.released(
+            bot, cid, self.deployer.release(bot, ctx=self.ledger.context("api").under(cid))
+        )
 
 
 class FaultWindows:
@@ -141,7 +143,7 @@ def test_two_hundred_bots_through_a_faulty_coolify(
         ready_timeout_s=15,
         status_grace_s=0.5,
     )
-    policies = PolicyEngine(ledger, CoolifySlotRuntime(coolify), settings)
+    policies = PolicyEngine(ledger, CoolifySlotRuntime(coolify), policy_config(settings))
     background = [
         Periodic("drain", deployer.drain, 0.25),
         Periodic("policies", policies.tick, 0.25),

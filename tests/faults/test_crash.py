@@ -23,11 +23,10 @@ import pytest
 
 from ledger.application.deploy import CoolifySlotRuntime
 from ledger.application.policies import PolicyEngine
-from ledger.bootstrap import build_coolify, build_ledger
+from ledger.bootstrap import build_coolify, build_ledger, build_read_models, policy_config
 from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
 from ledger.domain import Slot, SlotStatus
 from ledger.domain.invariants import iter_log
-from projections import build_read_models
 from tests.faults.deploy_worker import worker_settings
 from tests.faults.support import ClientLog, assert_log_sound, inconsistent_slots
 
@@ -90,7 +89,10 @@ def test_sigkill_during_the_deploy_flow(
     ahead = timedelta(seconds=settings.deploying_timeout_s + 1)
     coolify = build_coolify(settings)
     policies = PolicyEngine(
-        ledger, CoolifySlotRuntime(coolify), settings, clock=lambda: ledger.clock() + ahead
+        ledger,
+        CoolifySlotRuntime(coolify),
+        policy_config(settings),
+        clock=lambda: ledger.clock() + ahead,
     )
     policies.tick()
     coolify.close()

@@ -25,7 +25,7 @@ from tests.blackbox import cluster, run_cli, wait_for
 
 def write_poison(ledger: SlotLedger) -> int:
     """A NUL in a failure reason, straight into the store; returns its position."""
-    slot_id = ledger.provision("bot", actor="operator").slot.id
+    slot_id = ledger.provision("bot", ctx=ledger.context("operator")).slot.id
     slot: Slot = ledger.repository.get(slot_id)
     slot.trigger_event(
         Slot.SlotFailed,
@@ -55,7 +55,7 @@ def test_a_poison_event_is_parked_shown_and_skipped(postgres_url: str, tmp_path:
         ledger = build_ledger(load_settings(database_url=postgres_url))
         try:
             poison = write_poison(ledger)
-            later = ledger.provision("bot", actor="operator").slot  # after the poison
+            later = ledger.provision("bot", ctx=ledger.context("operator")).slot  # after the poison
         finally:
             ledger.close()
 

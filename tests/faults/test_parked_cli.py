@@ -20,7 +20,7 @@ WARNING = "warning: 1 event(s) parked: the read models leave them out (see `slot
 def write_overflow(ledger: SlotLedger) -> int:
     """A pool size no 64-bit column holds (SQLite keeps a NUL in text, so this is its
     poison), straight into the store; returns its position."""
-    ledger.provision("bot", actor="operator")
+    ledger.provision("bot", ctx=ledger.context("operator"))
     pool: Pool = ledger.repository.get(pool_id(ledger.pool_name))
     pool.trigger_event(
         Pool.PoolResized,
@@ -37,7 +37,7 @@ def test_read_commands_park_a_poison_event_and_answer(database_url: str, tmp_pat
     ledger = build_ledger(load_settings(database_url=database_url))
     try:
         poison = poisoned(ledger)
-        later = ledger.provision("bot", actor="operator").slot  # after the poison
+        later = ledger.provision("bot", ctx=ledger.context("operator")).slot  # after the poison
     finally:
         ledger.close()
     env = {"LEDGER_DATABASE_URL": database_url}

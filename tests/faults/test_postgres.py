@@ -69,10 +69,10 @@ class Client:
                 if holding is None:  # after a failure: did the command land after all?
                     holding = self.ledger.index.slot_for_bot(bot) is not None
                 if holding:
-                    outcome = self.ledger.release(bot, correlation_id=cid)
+                    outcome = self.ledger.release(bot, ctx=self.ledger.context("api").under(cid))
                     self.log.record(Ack(bot, cid, "released", outcome.position))
                 else:
-                    outcome = self.ledger.acquire(bot, correlation_id=cid)
+                    outcome = self.ledger.acquire(bot, ctx=self.ledger.context("api").under(cid))
                     self.log.record(Ack(bot, cid, "acquired", outcome.position))
                 holding = not holding
                 self.succeeded_at.append(time.monotonic())
@@ -108,7 +108,7 @@ def test_restart_under_load(cluster: Cluster) -> None:
         service = Service(settings, deploy_poll_s=0.05, drain_interval_s=0.2)
         with TestClient(create_app(service)) as http:
             for _ in range(4):
-                service.ledger.provision("bot", actor="operator")
+                service.ledger.provision("bot", ctx=service.ledger.context("operator"))
             client = Client(service.ledger)
             loader = threading.Thread(target=client.run, daemon=True)
             loader.start()

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from ledger.application.deploy import DeployFailed, PostgresDeployPermits
+from ledger.adapters.postgres import PostgresDeployPermits
+from ledger.application.deploy import DeployFailed
 from tests.blackbox import wait_for
 from tests.integration.policies.support import store_of
 
@@ -28,8 +29,8 @@ def conninfo(postgres_url: str) -> str:
 
 
 @pytest.fixture
-def namespace() -> int:
-    return random.randrange(100_000, 999_999)  # other tests on the server use others
+def scope() -> str:
+    return f"test-{random.getrandbits(64):x}"  # other tests on the server use others
 
 
 def _sessions(conninfo: str) -> int:
@@ -82,9 +83,9 @@ def holders() -> Iterator[Holders]:
 
 
 def test_waiting_deploys_hold_no_connection_and_the_cap_holds_across_processes(
-    conninfo: str, namespace: int, holders: Holders
+    conninfo: str, scope: str, holders: Holders
 ) -> None:
-    first, second = (PostgresDeployPermits(conninfo, 2, namespace) for _ in range(2))
+    first, second = (PostgresDeployPermits(conninfo, 2, scope) for _ in range(2))
     holders.start(first, 6)
     holders.start(second, 6)
     wait_for(lambda: holders.holding == 2, what="two deploys holding the two permits")
@@ -97,9 +98,9 @@ def test_waiting_deploys_hold_no_connection_and_the_cap_holds_across_processes(
 
 
 def test_a_dead_session_is_replaced_and_its_permits_are_taken_back(
-    conninfo: str, namespace: int, holders: Holders
+    conninfo: str, scope: str, holders: Holders
 ) -> None:
-    mine, other = (PostgresDeployPermits(conninfo, 2, namespace) for _ in range(2))
+    mine, other = (PostgresDeployPermits(conninfo, 2, scope) for _ in range(2))
     holders.start(mine, 1)
     wait_for(lambda: holders.holding == 1, what="a deploy holding a permit")
     with psycopg.connect(conninfo, autocommit=True) as conn:

@@ -271,7 +271,13 @@ def test_slotledger_check_as_a_process(sqlite_url: str, tmp_path: Path) -> None:
     """The installed entry point, as an operator or CI job runs it."""
     crafted_double_lease(sqlite_url)
     env = {**os.environ, "LEDGER_DATABASE_URL": sqlite_url}
-    command = [sys.executable, "-c", "from ledger.entrypoints.cli import main; main()", "check", "--json"]
+    command = [
+        sys.executable,
+        "-c",
+        "from ledger.entrypoints.cli import main; main()",
+        "check",
+        "--json",
+    ]
     done = subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )

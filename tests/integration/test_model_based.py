@@ -45,7 +45,7 @@ from hypothesis.stateful import (
 )
 
 from ledger.application import Outcome, SlotLedger
-from ledger.bootstrap import build_ledger, memory_env
+from ledger.bootstrap import build_ledger, build_read_models, memory_env
 from ledger.domain import Pool, QueueEntry, QueueStatus, Slot, SlotStatus, pool_id
 from ledger.domain.invariants import check_events, iter_log
 from ledger.errors import (
@@ -62,7 +62,7 @@ from ledger.errors import (
     WrongBot,
 )
 from ledger.settings import load_settings
-from projections import PoolStats, QueueStats, ReadModels, build_read_models
+from projections import PoolStats, QueueStats, ReadModels
 from tests.contracts.ledger import FakeClock
 from tests.integration.aggregates import assert_same_state, replay, typed
 

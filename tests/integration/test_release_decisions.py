@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from ledger.adapters.coolify import CoolifyClient
-from ledger.adapters.persistence import QueueRow, SlotRow
 from ledger.application import Outcome, SlotLedger
 from ledger.application.deploy import (
     Acquired,
@@ -24,6 +23,7 @@ from ledger.application.deploy import (
     SlotDeployer,
     SlotTemplate,
 )
+from ledger.application.ports import QueueRow, SlotRow
 from ledger.bootstrap import build_ledger, memory_env
 from ledger.domain import SlotStatus
 from ledger.domain.invariants import check_events, iter_log

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 
 from ledger.adapters.descriptions import describe
-from ledger.adapters.persistence import SlotRow
+from ledger.application.ports import SlotRow
 from ledger.domain import SlotStatus
 from ledger.settings import PostgresStore, load_settings
 from tests.blackbox import Cluster, HttpProcess, Process, cluster, run_cli, wait_for

@@ -11,8 +11,8 @@ from psycopg import errors as pg
 from psycopg_pool import PoolTimeout
 
 from ledger.adapters.coolify import CoolifyError
+from ledger.errors import is_outage
 from ledger.loops import Backoff, Health, describe_error
-from projections.engine.follower import is_outage
 
 
 def test_the_backoff_doubles_with_jitter_and_stays_under_its_cap() -> None:

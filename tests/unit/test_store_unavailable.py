@@ -9,8 +9,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, OperationalError
 from psycopg_pool import PoolTimeout
 
-from ledger.adapters.persistence import store_unavailable
-from ledger.errors import SlotLedgerError, StoreUnavailable
+from ledger.errors import SlotLedgerError, StoreUnavailable, store_unavailable
 
 
 def _raised_from(error: Exception, cause: BaseException) -> Exception:

@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
 
 from ledger import domain
-from ledger.adapters.coolify.errors import MAX_MESSAGE, CoolifyError
+from ledger.adapters.coolify import CoolifyClient, CoolifyError
+from ledger.adapters.coolify.client import MAX_MESSAGE
 from ledger.domain import (
     REASON_RULE,
     Pool,
@@ -300,8 +302,13 @@ def test_upstream_text_is_made_fit_for_a_reason_visibly() -> None:
 def test_coolify_messages_are_fitted_where_they_enter() -> None:
     """A reason the ledger words from a Coolify error (deploy failures, recovery) must
     pass the domain's checks, whatever Coolify answered."""
-    error = CoolifyError("x\x00" * 5000, status=500, method="GET", path="/api/v1/x")
-    assert len(error.message) == MAX_MESSAGE
+    answer = httpx.Response(500, json={"message": "x\x00" * 5000})
+    transport = httpx.MockTransport(lambda request: answer)
+    client = CoolifyClient("http://coolify/api/v1", "t", max_retries=0, transport=transport)
+    with client, pytest.raises(CoolifyError) as raised:
+        client.get_application("app-1")
+    error = raised.value
+    assert len(error.message) == MAX_MESSAGE and "\x00" not in error.message
     slot = in_status(SlotStatus.BUSY)
     slot.fail(f"deploy failed: {error.detail}", **META)
     assert slot.status is SlotStatus.ERROR

@@ -21,7 +21,18 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from ledger.adapters.coolify.errors import (
+from ledger.adapters.coolify.models import (
+    CoolifyApplication,
+    CoolifyDeployment,
+    CreatedApp,
+    DeploymentPage,
+    StartResult,
+    StoredEnvVar,
+)
+from ledger.application.ports import CreateDockerImageApp, EnvVar, clean_description
+from ledger.domain import fit_text
+from ledger.errors import (
+    ConfigurationError,
     CoolifyBadResponse,
     CoolifyConflict,
     CoolifyError,
@@ -33,18 +44,6 @@ from ledger.adapters.coolify.errors import (
     CoolifyUnavailable,
     CoolifyValidationError,
 )
-from ledger.adapters.coolify.models import (
-    CoolifyApplication,
-    CoolifyDeployment,
-    CreatedApp,
-    CreateDockerImageApp,
-    DeploymentPage,
-    EnvVar,
-    StartResult,
-    StoredEnvVar,
-    clean_description,
-)
-from ledger.errors import ConfigurationError
 
 logger = logging.getLogger("ledger.coolify")
 
@@ -54,6 +53,9 @@ ResponseHook = Callable[[str, str, int], None]
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 _EXCERPT_LENGTH = 200
+MAX_MESSAGE = 500
+"""Coolify's text is cut to this (and cleaned of control characters) where it enters, so a
+reason the ledger words with it stays within the domain's limits."""
 _REDACTED = "[REDACTED]"
 _ERROR_BY_STATUS: dict[int, type[CoolifyError]] = {
     401: CoolifyUnauthorized,
@@ -246,7 +248,7 @@ class CoolifyClient:
             except httpx.TransportError as exc:
                 if not idempotent or retries_done >= self._max_retries:
                     raise CoolifyUnavailable(
-                        f"{type(exc).__name__}: {self._redact(str(exc))}",
+                        self._fit(f"{type(exc).__name__}: {exc}"),
                         status=None,
                         method=method,
                         path=request.url.path,
@@ -298,6 +300,10 @@ class CoolifyClient:
             text = text.replace(secret, _REDACTED)
         return text
 
+    def _fit(self, text: str) -> str:
+        """Text from Coolify as an error carries it: redacted, cleaned and cut."""
+        return fit_text(self._redact(text), MAX_MESSAGE)
+
     def _excerpt(self, response: httpx.Response) -> str:
         text = " ".join(self._redact(response.text).split())
         return text[:_EXCERPT_LENGTH] or "<empty body>"
@@ -307,8 +313,7 @@ class CoolifyClient:
         status, method, path = response.status_code, request.method, request.url.path
         body = _json_object(self._redact(response.text))
         message = body.get("message") if body is not None else None
-        if not isinstance(message, str):
-            message = self._excerpt(response)
+        message = self._fit(message if isinstance(message, str) else self._excerpt(response))
         if status == 422:
             errors = body.get("errors") if body is not None else None
             return CoolifyValidationError(
@@ -330,7 +335,7 @@ class CoolifyClient:
     def _bad_response(self, response: httpx.Response, problem: str) -> CoolifyBadResponse:
         request = response.request
         return CoolifyBadResponse(
-            f"{problem}: {self._excerpt(response)}",
+            self._fit(f"{problem}: {self._excerpt(response)}"),
             status=response.status_code,
             method=request.method,
             path=request.url.path,

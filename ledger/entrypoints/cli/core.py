@@ -14,11 +14,10 @@ import typer
 from ledger.adapters.coolify import CoolifyClient
 from ledger.application import SlotLedger
 from ledger.application.deploy import Acquired, SlotDeployer
-from ledger.bootstrap import build_coolify, build_deployer, build_ledger
+from ledger.bootstrap import build_coolify, build_deployer, build_ledger, build_read_models
 from ledger.domain.invariants import check_events, iter_log
 from ledger.entrypoints.cli.output import JsonOption, emit, run_guarded
 from ledger.settings import Settings, load_settings
-from projections.bootstrap import build_read_models
 from projections.engine.readmodels import ReadModels
 
 __all__ = ["Context", "register"]
@@ -69,8 +68,8 @@ def register(app: typer.Typer, ctx: Context) -> None:
         """Add slots to the pool (names come from the pool; the maximum size holds)."""
 
         def run() -> list[object]:
-            chosen = platform or ctx.settings.default_platform
-            return [ctx.ledger.provision(chosen, actor="operator").slot.name for _ in range(count)]
+            chosen, who = platform or ctx.settings.default_platform, ctx.ledger.context("operator")
+            return [ctx.ledger.provision(chosen, ctx=who).slot.name for _ in range(count)]
 
         emit(({"slot": name} for name in run_guarded(run)), as_json=as_json)
 
@@ -86,14 +85,15 @@ def register(app: typer.Typer, ctx: Context) -> None:
         """Take the least recently used idle slot for a bot (idle -> deploying)."""
 
         def run() -> dict[str, object]:
+            who = ctx.ledger.context("operator")
             if deploy:
-                result = ctx.deployer.request(bot_id, platform=platform or None)
+                result = ctx.deployer.request(bot_id, platform=platform or None, ctx=who)
                 if isinstance(result, Acquired) and result.task is not None:
                     result.task.result()
                     row = ctx.ledger.slot_of_bot(bot_id)
                     return {"slot": row.name, "status": row.status, "bot": bot_id}
                 return {"queued": bot_id, "position": getattr(result, "position", None)}
-            outcome = ctx.ledger.acquire(bot_id, platform=platform or None, actor="operator")
+            outcome = ctx.ledger.acquire(bot_id, platform=platform or None, ctx=who)
             return {"slot": outcome.slot.name, "status": outcome.slot.status, "bot": bot_id}
 
         emit([run_guarded(run)], as_json=as_json)
@@ -107,10 +107,11 @@ def register(app: typer.Typer, ctx: Context) -> None:
         """Give back the slot a bot holds (deploying|busy -> idle)."""
 
         def run() -> dict[str, object]:
+            who = ctx.ledger.context("operator")
             if stop:
-                ctx.deployer.release(bot_id)
+                ctx.deployer.release(bot_id, ctx=who)
             else:
-                ctx.ledger.release(bot_id, actor="operator")
+                ctx.ledger.release(bot_id, ctx=who)
             return {"released": bot_id}
 
         emit([run_guarded(run)], as_json=as_json)
@@ -125,7 +126,8 @@ def register(app: typer.Typer, ctx: Context) -> None:
 
         def run() -> dict[str, object]:
             slot_id = ctx.ledger.resolve_slot(slot)
-            outcome = ctx.ledger.fail(slot_id, reason, reason_code="operator", actor="operator")
+            who = ctx.ledger.context("operator")
+            outcome = ctx.ledger.fail(slot_id, reason, reason_code="operator", ctx=who)
             return {"slot": outcome.slot.name, "status": outcome.slot.status}
 
         emit([run_guarded(run)], as_json=as_json)

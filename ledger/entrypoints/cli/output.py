@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
-from datetime import datetime
-from enum import Enum
 from typing import Annotated, Any, TypeVar
-from uuid import UUID
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.adapters.persistence import store_unavailable
-from ledger.errors import BadInput, ConfigurationError, SlotLedgerError
+from ledger.errors import BadInput, ConfigurationError, SlotLedgerError, store_unavailable
+from projections.jsonable import jsonable
 
 __all__ = [
     "BAD_INPUT",
@@ -49,27 +45,11 @@ T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="NDJSON output, one object a line.")]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in asdict(value).items()}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def emit(
     rows: Iterable[Any], *, as_json: bool, title: str = "", empty: str = "nothing found"
 ) -> None:
     """Print records as a rich table, or as NDJSON; an empty result says so, exit 0."""
-    records = [_plain(r) for r in rows]
+    records = [jsonable(r) for r in rows]
     if as_json:
         for record in records:
             sys.stdout.write(json.dumps(record, default=str) + "\n")

@@ -16,10 +16,11 @@ from typing import Annotated
 
 import typer
 
-from ledger.adapters.logs import configure_logging, secrets_of
+from ledger.adapters.logs import configure_logging
 from ledger.application import SlotLedger
 from ledger.application.policies import PolicyEngine, SlotRuntime
-from ledger.application.worker import LocalLeaderElection, Worker, election_for
+from ledger.application.worker import LocalLeaderElection, Worker
+from ledger.bootstrap import election_for, policy_config, secrets_of
 from ledger.entrypoints.cli.output import emit, failing_cleanly
 from ledger.entrypoints.web.worker_app import WorkerEndpoint, create_worker_app
 from ledger.errors import Conflict
@@ -55,7 +56,9 @@ def register(app: typer.Typer, build: Build) -> None:
             try:
                 if not election.try_lead():
                     raise Conflict(f"a worker leads pool {settings.pool_name}: nothing done")
-                decisions = PolicyEngine(ledger, runtime, settings).tick(dry_run=dry_run)
+                decisions = PolicyEngine(ledger, runtime, policy_config(settings)).tick(
+                    dry_run=dry_run
+                )
             finally:
                 election.release()
         if dry_run:
@@ -83,7 +86,7 @@ def register(app: typer.Typer, build: Build) -> None:
         with failing_cleanly(), _built(build) as (ledger, runtime, settings):
             configure_logging(json_lines=log_json, secrets=secrets_of(settings))
             stop = threading.Event()
-            loop = Worker(settings, ledger, runtime, election_for(settings))
+            loop = Worker(policy_config(settings), ledger, runtime, election_for(settings))
             with _stopping_on_signals(stop), _endpoint(loop, stop, settings, host, port):
                 loop.run(stop)
 

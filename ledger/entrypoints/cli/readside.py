@@ -24,17 +24,18 @@ from rich.table import Table
 from ledger.adapters.coolify import CoolifyClient
 from ledger.adapters.descriptions import DescriptionMirror
 from ledger.adapters.logs import TransitionLog
-from ledger.bootstrap import follower_env
+from ledger.application import SlotLedger
+from ledger.bootstrap import build_follower, build_mirror, import_bundle
 from ledger.entrypoints.cli.output import failing_cleanly
 from ledger.errors import BadInput, SlotLedgerError
 from ledger.loops import describe_error
 from ledger.settings import Settings
-from projections.bootstrap import build_follower
-from projections.bundle import export, import_bundle, jsonable
+from projections.bundle import export
 from projections.engine.follower import TrackedConsumer
 from projections.engine.follower import log as follower_log
 from projections.engine.readmodels import ReadModels
 from projections.inputs import parse_instant, parse_until
+from projections.jsonable import encode
 from projections.models.records import ParkedEvent, ParkedStatus
 from projections.models.records import Progress as ProgressReport
 
@@ -54,9 +55,12 @@ ConsumerOption = Annotated[
 
 
 class ReadSideContext(Protocol):
-    """What the commands need from the CLI's context: the read models (which hold the
-    ledger, and through it the pool name); settings and Coolify to retry the parked
-    events of the description mirror."""
+    """What the commands need from the CLI's context: the read models; the ledger, the
+    settings and Coolify to retry the parked events of the description mirror and the
+    transition log."""
+
+    @property
+    def ledger(self) -> SlotLedger: ...
 
     @property
     def read_models(self) -> ReadModels: ...
@@ -92,7 +96,7 @@ def _instant(text: str | None) -> datetime | None:
 
 def _ndjson(records: Iterable[Any]) -> None:
     for record in records:
-        typer.echo(json.dumps(record, default=jsonable))
+        typer.echo(json.dumps(record, default=encode))
 
 
 def _nothing(message: str) -> None:
@@ -417,15 +421,12 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
     register_parked(app, get_context)
 
 
-def _retried_consumer(context: ReadSideContext, name: str) -> TrackedConsumer:
+def _retried_consumer(context: ReadSideContext, name: str) -> TrackedConsumer[SlotLedger]:
     """The consumer that parked an event, built to take it again in this process."""
-    models = context.read_models
     if name == DescriptionMirror.name:
-        settings = context.settings
-        env = follower_env(settings.store, DescriptionMirror.NAME, settings)
-        return DescriptionMirror(models.ledger, context.coolify, env)
+        return build_mirror(context.settings, context.ledger, context.coolify)
     if name == TransitionLog.name:
-        return TransitionLog(models.ledger)
+        return TransitionLog(context.ledger)
     raise BadInput(f"no retry for consumer {name!r}: skip its events instead")
 
 

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from ledger.adapters.logs import configure_logging, secrets_of
+from ledger.adapters.logs import configure_logging
+from ledger.bootstrap import secrets_of
 from ledger.devtools.demo import Demo
 from ledger.entrypoints.cli.core import Context
 from ledger.entrypoints.cli.output import JsonOption, console, emit, run_guarded

@@ -20,9 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ledger.adapters.persistence import STORE_ERRORS, store_unavailable
 from ledger.entrypoints.web.schemas import ErrorOut
-from ledger.errors import SlotLedgerError, StoreUnavailable
+from ledger.errors import STORE_ERRORS, SlotLedgerError, StoreUnavailable, store_unavailable
 
 __all__ = ["Unauthorized", "error_responses", "install_error_handlers"]
 

@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from ledger.adapters.persistence import QueueRow
+from ledger.application.ports import QueueRow
 from ledger.domain import (
     BOT_ID_RULE,
     CONFIG_KEY_RULE,
@@ -153,11 +153,22 @@ class ErrorOut(_Model):
     detail: str
 
 
+def _whole_number(value: object) -> object:
+    """JSON Schema's ``integer`` includes ``2.0``; text and booleans are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
 class DeploymentIn(_Request):
     bot_id: BotId
     platform: Platform | None = Field(None, description="Only slots of this platform.")
-    priority: int = Field(
-        0, ge=-1000, le=1000, strict=True, description="Lower values are served first."
+    priority: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        0, ge=-1000, le=1000, description="Lower values are served first."
     )
     queue_timeout_s: float | None = Field(
         None,

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ledger.application.worker import PostgresLeaderElection
+from ledger.adapters.postgres import PostgresLeaderElection
 from ledger.bootstrap import build_ledger
 from ledger.entrypoints.cli.policy import register
 from ledger.settings import load_settings
@@ -19,10 +19,14 @@ from tests.integration.policies.support import lock_holder, store_of, terminate_
 from tests.unit.policies.support import RecordingRuntime
 
 
+def _election(url: str, pool: str) -> PostgresLeaderElection:
+    store = store_of(url)
+    return PostgresLeaderElection(store.conninfo(), store.schema, pool)
+
+
 @pytest.fixture
 def elections(postgres_url: str) -> Iterator[list[PostgresLeaderElection]]:
-    store = store_of(postgres_url)
-    made = [PostgresLeaderElection(store, pool) for pool in ("default", "default", "other")]
+    made = [_election(postgres_url, pool) for pool in ("default", "default", "other")]
     yield made
     for election in made:
         election.release()
@@ -46,7 +50,7 @@ def test_one_leader_per_pool_until_it_releases(
 def test_another_ledger_schema_has_its_own_leader(
     postgres_url: str, elections: list[PostgresLeaderElection]
 ) -> None:
-    elsewhere = PostgresLeaderElection(store_of(postgres_url + "_b"), "default")
+    elsewhere = _election(postgres_url + "_b", "default")
     try:
         assert elections[0].try_lead() and elsewhere.try_lead()
     finally:

@@ -16,8 +16,8 @@ from uuid import UUID
 
 import psycopg
 
+from ledger.adapters.postgres import advisory_key
 from ledger.application import SlotLedger
-from ledger.application.worker import advisory_key
 from ledger.bootstrap import build_ledger
 from ledger.domain import TRANSITIONS, SlotStatus
 from ledger.domain.invariants import check_events, iter_log

@@ -15,8 +15,8 @@ import signal
 import threading
 from datetime import UTC, datetime, timedelta
 
-from ledger.application.worker import LocalLeaderElection, Worker, election_for
-from ledger.bootstrap import build_ledger
+from ledger.application.worker import LocalLeaderElection, Worker
+from ledger.bootstrap import build_ledger, election_for, policy_config
 from ledger.settings import load_settings
 from tests.unit.policies.support import RecordingRuntime
 
@@ -38,7 +38,7 @@ def main() -> None:
     )
     ledger = build_ledger(settings, clock=lambda: datetime.now(UTC) + offset)
     election = LocalLeaderElection() if args.always_lead else election_for(settings)
-    worker = Worker(settings, ledger, RecordingRuntime(), election, tick_s=args.tick)
+    worker = Worker(policy_config(settings), ledger, RecordingRuntime(), election, tick_s=args.tick)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:

@@ -27,19 +27,13 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.application import SlotLedger
-from ledger.bootstrap import build_ledger
+from ledger.bootstrap import build_follower, build_ledger, build_read_models, import_bundle
 from ledger.domain import SlotStatus
 from ledger.entrypoints.cli import build_app
 from ledger.errors import BadInput
 from ledger.settings import load_settings
-from projections import (
-    Follower,
-    ReadModels,
-    ReadModelTimeout,
-    build_follower,
-    build_read_models,
-)
-from projections.bundle import export, import_bundle
+from projections import Follower, ReadModels, ReadModelTimeout
+from projections.bundle import export
 from projections.engine.fold import Batch
 from projections.engine.follower import LogFollower
 from projections.models.records import ParkedStatus

@@ -6,9 +6,8 @@ import sys
 import time
 from typing import Any
 
-from ledger.bootstrap import build_ledger
+from ledger.bootstrap import build_ledger, build_read_models
 from ledger.settings import load_settings
-from projections import build_read_models
 
 
 def main(url: str) -> None:

@@ -45,7 +45,10 @@ class Api:
 
     def provision(self, count: int) -> list[str]:
         """Slots added straight through the ledger; returns their names once projected."""
-        outcomes = [self.service.ledger.provision("bot", actor="operator") for _ in range(count)]
+        outcomes = [
+            self.service.ledger.provision("bot", ctx=self.service.ledger.context("operator"))
+            for _ in range(count)
+        ]
         self.service.settle(outcomes[-1].position)
         return [o.slot.name for o in outcomes]
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from ledger.adapters.logs import SlotTransition, TransitionLog, configure_logging, secrets_of
+from ledger.adapters.logs import SlotTransition, TransitionLog, configure_logging
 from ledger.application import SlotLedger
-from ledger.bootstrap import build_ledger
+from ledger.bootstrap import build_ledger, secrets_of
 from ledger.settings import load_settings
 
 
@@ -33,14 +33,14 @@ def restore_logging() -> Iterator[None]:
 def test_one_line_per_transition_even_for_slots_first_seen_mid_life(
     ledger: SlotLedger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    slot = ledger.provision("bot", actor="operator").slot
-    ledger.acquire("bot-1", correlation_id="cid-acquire")
+    slot = ledger.provision("bot", ctx=ledger.context("operator")).slot
+    ledger.acquire("bot-1", ctx=ledger.context("api").under("cid-acquire"))
     seen: list[SlotTransition] = []
     tail = TransitionLog(ledger, [seen.append])
     tail.start_at()  # the slot's past is not logged, but its status is known
     ledger.mark_deploying(slot.id, "dep-1")  # not a transition: no line
-    ledger.heartbeat(slot.id, "bot-1", correlation_id="cid-beat")
-    ledger.release("bot-1", correlation_id="cid-release")
+    ledger.heartbeat(slot.id, "bot-1", ctx=ledger.context("api").under("cid-beat"))
+    ledger.release("bot-1", ctx=ledger.context("api").under("cid-release"))
     ledger.retire(slot.id, "worn out")
     with caplog.at_level(logging.INFO, logger="ledger.transitions"):
         assert tail.catch_up() == 5  # events read, the pool's own included
@@ -67,7 +67,7 @@ def test_json_lines_carry_the_transition_and_secrets_are_redacted(
     configure_logging(json_lines=True, secrets=secrets_of(settings))
     tail = TransitionLog(ledger)
     tail.start_at()
-    ledger.provision("bot", actor="operator")
+    ledger.provision("bot", ctx=ledger.context("operator"))
     tail.catch_up()
     logging.getLogger("anything").warning("sent %s and cool-654321", "tok-123456")
 
@@ -86,7 +86,7 @@ def test_only_the_active_process_logs_and_it_relearns_slots_when_it_takes_over(
     seen: list[SlotTransition] = []
     tail = TransitionLog(ledger, [seen.append], active=lambda: leading)
     tail.start_at()
-    slot = ledger.provision("bot", actor="operator").slot
+    slot = ledger.provision("bot", ctx=ledger.context("operator")).slot
     ledger.acquire("bot-1")
     tail.catch_up()
     assert seen == []  # another process leads and logs these

@@ -56,7 +56,7 @@ def test_a_mirror_whose_handling_fails_keeps_running_says_so_and_recovers(
     monkeypatch.setattr(LogFollower, "PARK_AFTER", 10**9)  # fail on, for this test
     api = make_api(database_url, start=False)
     api.service.start()
-    api.service.ledger.provision("bot", actor="operator")
+    api.service.ledger.provision("bot", ctx=api.service.ledger.context("operator"))
 
     wait_until(lambda: switch.raised >= 3, what="the mirror failing")
     failing = loop(api, "description-mirror")
@@ -97,7 +97,7 @@ def test_a_failing_read_model_follower_is_unready_at_once_and_recovers(
     monkeypatch.setattr(ReadModelConsumer, "take", take)
     api = make_api(database_url, start=False)
     api.service.start()
-    api.service.ledger.provision("bot", actor="operator")
+    api.service.ledger.provision("bot", ctx=api.service.ledger.context("operator"))
 
     wait_until(lambda: api.client.get("/readyz").status_code == 503, what="not ready")
     answer = api.client.get("/readyz").json()

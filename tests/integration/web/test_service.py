@@ -108,7 +108,7 @@ def test_stats_prints_pool_and_queue_counters(
     monkeypatch.setenv("LEDGER_DATABASE_URL", sqlite_url)
     ledger = ledger_of(sqlite_url)
     for _ in range(2):
-        ledger.provision("bot", actor="operator")
+        ledger.provision("bot", ctx=ledger.context("operator"))
     ledger.acquire("bot-1")
     ledger.close()
 

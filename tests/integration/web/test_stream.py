@@ -40,7 +40,9 @@ def test_the_stream_pushes_a_snapshot_on_every_projected_change(sqlite_api: Api)
         assert set(first) >= {"position", "server_time", "queue", "waiting", "events", "lag"}
         assert first["events"][0]["position"] == first["position"]  # newest first
 
-        sqlite_api.service.ledger.provision("bot", actor="operator")
+        sqlite_api.service.ledger.provision(
+            "bot", ctx=sqlite_api.service.ledger.context("operator")
+        )
         name, second = next(e for e in events if e[0] == "snapshot")
         assert second["stats"]["total"] == 3 and second["position"] > first["position"]
         name, lag = next(events)  # nothing changes: the lag comes every few seconds

@@ -10,7 +10,7 @@ from ledger.application import SlotLedger
 from ledger.application.policies import PolicyEngine
 from ledger.bootstrap import memory_env
 from tests.contracts.ledger import FakeClock
-from tests.unit.policies.support import RecordingRuntime, make_settings
+from tests.unit.policies.support import RecordingRuntime, make_config
 
 
 @pytest.fixture
@@ -32,4 +32,4 @@ def runtime() -> RecordingRuntime:
 
 @pytest.fixture
 def engine(ledger: SlotLedger, runtime: RecordingRuntime) -> PolicyEngine:
-    return PolicyEngine(ledger, runtime, make_settings())
+    return PolicyEngine(ledger, runtime, make_config())

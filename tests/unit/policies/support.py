@@ -6,6 +6,8 @@ from typing import Any
 from uuid import UUID
 
 from ledger.application import SlotLedger
+from ledger.application.policies import PolicyConfig
+from ledger.bootstrap import policy_config
 from ledger.domain.invariants import iter_log
 from ledger.errors import SlotLedgerError
 from ledger.settings import Settings
@@ -46,6 +48,11 @@ def make_settings(**overrides: Any) -> Settings:
         "retire_mode": "delete",
     }
     return Settings(**(values | overrides))
+
+
+def make_config(**overrides: Any) -> PolicyConfig:
+    """The policies' config from :func:`make_settings`, as the bootstrap builds it."""
+    return policy_config(make_settings(**overrides))
 
 
 def deploying_slot(ledger: SlotLedger, bot_id: str, coolify_uuid: str | None = "app-1") -> UUID:

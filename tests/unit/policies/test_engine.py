@@ -8,9 +8,9 @@ from uuid import UUID
 
 import pytest
 
-from ledger.adapters.persistence import INDEX_ROWS
 from ledger.application import SlotLedger, index_row
 from ledger.application.policies import PolicyEngine
+from ledger.application.ports import INDEX_ROWS
 from ledger.bootstrap import memory_env
 from ledger.domain.invariants import iter_log
 from tests.contracts.ledger import FakeClock
@@ -19,16 +19,16 @@ from tests.unit.policies.support import (
     deploying_slot,
     error_slot,
     log_length,
-    make_settings,
+    make_config,
 )
 
 
 def _history(ledger: SlotLedger, clock: FakeClock) -> None:
     """One of each: a stale deploying slot, an error slot with a failed attempt behind it,
     a slow deploy its heartbeat saved, an expired queue entry and a waiting one."""
-    PolicyEngine(ledger, RecordingRuntime("stop"), make_settings()).tick()  # nothing yet
+    PolicyEngine(ledger, RecordingRuntime("stop"), make_config()).tick()  # nothing yet
     error_slot(ledger, "app-err")
-    PolicyEngine(ledger, RecordingRuntime("stop"), make_settings()).tick()  # attempt 1 fails
+    PolicyEngine(ledger, RecordingRuntime("stop"), make_config()).tick()  # attempt 1 fails
     deploying_slot(ledger, "bot-stale", "app-stale")
     saved = deploying_slot(ledger, "bot-slow", "app-slow")
     ledger.enqueue("bot-q1", timeout_s=60)
@@ -102,7 +102,7 @@ def test_same_history_and_same_clock_give_the_same_decisions_and_events(
     copy = _replayed(ledger, replay_clock)
     before = log_length(ledger)
     assert log_length(copy) == before
-    engines = [PolicyEngine(app, RecordingRuntime(), make_settings()) for app in (ledger, copy)]
+    engines = [PolicyEngine(app, RecordingRuntime(), make_config()) for app in (ledger, copy)]
 
     decided = [e.tick(dry_run=True) for e in engines]
     taken = [e.tick() for e in engines]

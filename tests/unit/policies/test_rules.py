@@ -18,7 +18,7 @@ from tests.unit.policies.support import (
     RecordingRuntime,
     deploying_slot,
     error_slot,
-    make_settings,
+    make_config,
     slot_events,
 )
 
@@ -140,7 +140,7 @@ def test_failed_stop_is_counted_and_not_retried_within_the_interval(
     ledger: SlotLedger, clock: FakeClock
 ) -> None:
     runtime = RecordingRuntime("stop")
-    engine = PolicyEngine(ledger, runtime, make_settings())
+    engine = PolicyEngine(ledger, runtime, make_config())
     slot_id = error_slot(ledger)
 
     [decision] = engine.tick()
@@ -153,7 +153,7 @@ def test_failed_stop_is_counted_and_not_retried_within_the_interval(
     clock.advance(299)
     assert engine.tick() == []
     # A new leader runs recovery at once; the events keep it from retrying early.
-    assert PolicyEngine(ledger, runtime, make_settings()).tick() == []
+    assert PolicyEngine(ledger, runtime, make_config()).tick() == []
     assert runtime.calls == [("stop", "app-1")]
 
     clock.advance(1)
@@ -180,7 +180,7 @@ def test_retired_after_three_failed_attempts_so_the_pool_makes_room(
 ) -> None:
     ledger = SlotLedger(memory_env(), clock=clock, max_pool_size=1)
     runtime = RecordingRuntime("stop")
-    engine = PolicyEngine(ledger, runtime, make_settings(retire_mode=mode))
+    engine = PolicyEngine(ledger, runtime, make_config(retire_mode=mode))
     slot_id = error_slot(ledger)
     _fail_recovery(ledger, clock, engine, 3)
     runtime.calls.clear()
@@ -199,7 +199,7 @@ def test_retired_after_three_failed_attempts_so_the_pool_makes_room(
 def test_failed_delete_still_retires_and_says_the_application_was_kept(
     ledger: SlotLedger, clock: FakeClock
 ) -> None:
-    engine = PolicyEngine(ledger, RecordingRuntime("stop", "delete"), make_settings())
+    engine = PolicyEngine(ledger, RecordingRuntime("stop", "delete"), make_config())
     slot_id = error_slot(ledger)
     _fail_recovery(ledger, clock, engine, 3)
 
@@ -214,7 +214,7 @@ def test_recovery_attempts_reset_when_a_recovery_succeeds(
     ledger: SlotLedger, clock: FakeClock
 ) -> None:
     runtime = RecordingRuntime("stop")
-    engine = PolicyEngine(ledger, runtime, make_settings())
+    engine = PolicyEngine(ledger, runtime, make_config())
     slot_id = error_slot(ledger)
     _fail_recovery(ledger, clock, engine, 2)
     runtime.failing.clear()

@@ -13,7 +13,7 @@ from tests.contracts.ledger import FakeClock
 from tests.unit.policies.support import (
     RecordingRuntime,
     deploying_slot,
-    make_settings,
+    make_config,
     slot_events,
 )
 
@@ -61,7 +61,7 @@ def test_3_deploying_slots_are_not_available_for_dispatch(
     clock: FakeClock, runtime: RecordingRuntime
 ) -> None:
     ledger = SlotLedger(memory_env(), clock=clock, max_pool_size=1)  # no room for a new slot
-    engine = PolicyEngine(ledger, runtime, make_settings())
+    engine = PolicyEngine(ledger, runtime, make_config())
     slot_id = deploying_slot(ledger, "bot-1")
     ledger.enqueue("bot-2", timeout_s=600)
     assert ledger.dispatch_waiting() == []

@@ -16,7 +16,7 @@ from tests.unit.policies.support import (
     RecordingRuntime,
     deploying_slot,
     log_length,
-    make_settings,
+    make_config,
 )
 
 
@@ -45,7 +45,7 @@ class ScriptedElection(LeaderElection):
 
 
 def _worker(ledger: SlotLedger, election: LeaderElection, tick_s: float = 0.005) -> Worker:
-    return Worker(make_settings(), ledger, RecordingRuntime(), election, tick_s=tick_s)
+    return Worker(make_config(), ledger, RecordingRuntime(), election, tick_s=tick_s)
 
 
 def test_local_leader_ticks_and_reports_health(ledger: SlotLedger, clock: FakeClock) -> None:

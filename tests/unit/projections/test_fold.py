@@ -152,7 +152,7 @@ def test_queue_entries_and_pool_sizes() -> None:
 def test_audit_records_every_event_with_its_other_fields() -> None:
     ledger = SlotLedger(memory_env())
     slot_id = ledger.provision("meet").slot.id
-    ledger.fail(slot_id, "boom", reason_code="exited", correlation_id="req-9")
+    ledger.fail(slot_id, "boom", reason_code="exited", ctx=ledger.context("worker").under("req-9"))
     changes = Projector().fold(list(iter_log(ledger)), {}, {})
     types = [r.type for r in changes.audit]
     assert types == ["SlotProvisioned", "PoolCreated", "SlotAdmitted", "SlotFailed"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import uuid4
 
@@ -10,9 +11,10 @@ import pytest
 
 from ledger.domain import SlotStatus
 from ledger.errors import BadInput
-from projections.bundle import _parse, jsonable
+from projections.bundle import parse
 from projections.inputs import check_event_type, check_window, parse_instant, parse_until
-from projections.models.records import Interval, Lag, PoolStats, Progress
+from projections.jsonable import encode, jsonable
+from projections.models.records import Interval, Lag, ParkedStatus, PoolStats, Progress
 from projections.stores.postgres import _check_prefix
 
 T0 = datetime(2025, 12, 17, 22, 0, tzinfo=UTC)
@@ -94,25 +96,36 @@ def _record(position: int, **changes: object) -> str:
 
 
 def test_bundle_lines_are_checked() -> None:
-    records = _parse([_record(5), "", _record(2)])
-    assert [r["position"] for r in records] == [2, 5]
+    bundle = parse([_record(5), "", _record(2)])
+    assert [r["position"] for r in bundle.records] == [2, 5]
     with pytest.raises(BadInput, match="line 1 is not a bundle record"):
-        _parse(["{not json"])
+        parse(["{not json"])
     with pytest.raises(BadInput, match="line 2 is not a bundle record"):
-        _parse([_record(1), _record(2, originator_id="nope")])
+        parse([_record(1), _record(2, originator_id="nope")])
     with pytest.raises(BadInput, match="repeats position 1"):
-        _parse([_record(1), _record(1)])
+        parse([_record(1), _record(1)])
     with pytest.raises(BadInput, match="no events"):
-        _parse(["", "  "])
+        parse(["", "  "])
 
 
-def test_jsonable() -> None:
+def test_encode() -> None:
     slot_id = uuid4()
-    assert json.dumps({"at": T0, "id": slot_id}, default=jsonable) == json.dumps(
+    assert json.dumps({"at": T0, "id": slot_id}, default=encode) == json.dumps(
         {"at": T0.isoformat(), "id": str(slot_id)}
     )
     with pytest.raises(TypeError):
-        jsonable(object())
+        encode(object())
+
+
+def test_jsonable_makes_nested_records_json_ready() -> None:
+    """The CLI's tables and NDJSON: enum values, dataclasses, tuples; the rest as is."""
+    slot_id = uuid4()
+    stats = PoolStats.count([SlotStatus.IDLE, SlotStatus.BUSY], max_size=4)
+    plain = jsonable({"stats": stats, "ids": (slot_id,), "status": ParkedStatus.PARKED})
+    assert plain == {"stats": asdict(stats), "ids": [str(slot_id)], "status": "parked"}
+    assert type(plain["status"]) is str
+    marker = object()
+    assert jsonable([marker, None, 1.5]) == [marker, None, 1.5]
 
 
 def test_postgres_prefixes_keep_every_name_within_63_characters() -> None:

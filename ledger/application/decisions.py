@@ -1,0 +1,129 @@
+"""The acquire and release rules, decided once whoever asks: a single command against the
+inline index, or a batch of group commit against its one read of the pool.
+
+Each rule reads through a :class:`SlotView` and decides on the slot aggregate; the view
+says how rows are read and how a slot is loaded (a loaded slot whose row moved on is a
+:class:`~ledger.application.unit_of_work.LostRace`). The refusals are worded here only.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from ledger.application.commands import Acquire, Context, Release
+from ledger.application.ports import LedgerRecorder, SlotRow
+from ledger.application.unit_of_work import LostRace
+from ledger.domain import Slot, check_bot_id, check_platform
+from ledger.errors import BotAlreadyHoldsSlot, BotNotFound, NoIdleSlot
+
+__all__ = [
+    "IndexView",
+    "SlotView",
+    "already_holds",
+    "decide_acquire",
+    "decide_release",
+    "holds_no_slot",
+    "no_idle_slot",
+    "not_queued",
+    "refuse_if_holding",
+]
+
+
+def holds_no_slot(bot_id: str) -> BotNotFound:
+    return BotNotFound(f"bot {bot_id!r} holds no slot")
+
+
+def not_queued(bot_id: str) -> BotNotFound:
+    return BotNotFound(f"bot {bot_id!r} is not waiting in the queue")
+
+
+def already_holds(bot_id: str, slot_name: str) -> BotAlreadyHoldsSlot:
+    return BotAlreadyHoldsSlot(f"bot {bot_id!r} already holds slot {slot_name}")
+
+
+def no_idle_slot(pool: str, platform: str | None) -> NoIdleSlot:
+    where = f" for platform {platform}" if platform else ""
+    return NoIdleSlot(f"no idle slot in pool {pool}{where}")
+
+
+class SlotView(Protocol):
+    """The slots of one pool as a decision reads them."""
+
+    @property
+    def pool_name(self) -> str: ...
+
+    def holder_row(self, bot_id: str) -> SlotRow | None:
+        """The slot the bot holds, if any."""
+
+    def idle_rows(self, platform: str | None, limit: int) -> list[SlotRow]:
+        """Idle slots (of one platform, or any), least recently used first."""
+
+    def load(self, row: SlotRow) -> Slot:
+        """The slot of a row; :class:`LostRace` when it moved on since the row was read."""
+
+
+class IndexView:
+    """A single command's view: the inline index, read now."""
+
+    def __init__(self, index: LedgerRecorder, pool_name: str, get_slot: Callable[[UUID], Slot]):
+        self.index = index
+        self._pool_name = pool_name
+        self._get_slot = get_slot
+
+    @property
+    def pool_name(self) -> str:
+        return self._pool_name
+
+    def holder_row(self, bot_id: str) -> SlotRow | None:
+        return self.index.slot_for_bot(check_bot_id(bot_id))
+
+    def idle_rows(self, platform: str | None, limit: int) -> list[SlotRow]:
+        return self.index.idle_candidates(self._pool_name, platform, limit)
+
+    def load(self, row: SlotRow) -> Slot:
+        slot = self._get_slot(row.slot_id)
+        if slot.retired != row.retired or slot.status != row.status:
+            raise LostRace(f"slot {row.name} moved on since its row was read")
+        return slot
+
+
+ACQUIRE_CANDIDATES = 8
+"""How many idle slots an acquire reads to choose from after a lost race."""
+
+
+def refuse_if_holding(view: SlotView, bot_id: str) -> None:
+    held = view.holder_row(bot_id)
+    if held is not None:
+        raise already_holds(bot_id, held.name)
+
+
+def decide_acquire(
+    view: SlotView, command: Acquire, ctx: Context, at: datetime, *, first: bool = True
+) -> Slot:
+    """Take the least recently used idle slot for a bot that holds none. After a lost
+    race (``first`` false) one of the candidates is drawn at random, so that racing
+    callers spread out instead of queueing on the same slot."""
+    refuse_if_holding(view, command.bot_id)
+    if command.platform is not None:
+        check_platform(command.platform)
+    candidates = view.idle_rows(command.platform, ACQUIRE_CANDIDATES)
+    if not candidates:
+        raise no_idle_slot(view.pool_name, command.platform)
+    row = candidates[0] if first else random.choice(candidates)
+    slot = view.load(row)
+    slot.acquire(command.bot_id, at=at, actor=ctx.actor, correlation_id=ctx.correlation_id)
+    return slot
+
+
+def decide_release(view: SlotView, command: Release, ctx: Context, at: datetime) -> Slot:
+    """Give back the slot the bot holds (its guards refuse a slot that cannot be)."""
+    row = view.holder_row(command.bot_id)
+    if row is None:
+        raise holds_no_slot(command.bot_id)
+    slot = view.load(row)
+    slot.release(command.bot_id, at=at, actor=ctx.actor, correlation_id=ctx.correlation_id)
+    return slot

@@ -1,0 +1,397 @@
+"""The :class:`Slot` aggregate and its lifecycle as data (:data:`TRANSITIONS`).
+
+A slot is one pre-provisioned Coolify application. Its events are the ledger's audit
+trail: every one carries the actor, a correlation id and the bot involved. Guards and clock
+reads live in the public command methods; each event's ``apply`` only mutates state,
+because it also runs on replay (eventsourcing notes, section 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from ledger.domain.snapshots import TypedState
+from ledger.domain.text import (
+    COOLIFY_UUID_RULE,
+    POOL_NAME_RULE,
+    REASON_CODE_RULE,
+    SLOT_NAME_RULE,
+    check_bot_id,
+    check_origin,
+    check_platform,
+    check_reason,
+    check_text,
+)
+from ledger.errors import IllegalTransition, StaleLease, WrongBot
+
+__all__ = ["ALL_STATUSES", "TRANSITIONS", "Slot", "SlotStatus", "Transition"]
+
+
+class SlotStatus(StrEnum):
+    """The one status type, exactly the seed's ``idle | deploying | busy | error``."""
+
+    IDLE = "idle"
+    DEPLOYING = "deploying"
+    BUSY = "busy"
+    ERROR = "error"
+
+
+ALL_STATUSES = frozenset(SlotStatus)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One row of the transition table: which statuses an event may follow, and where
+    it leads (``None`` = the status is unchanged; ``retires`` = the slot leaves the pool)."""
+
+    event: str
+    sources: frozenset[SlotStatus]
+    target: SlotStatus | None
+    retires: bool = False
+
+
+TRANSITIONS: Mapping[str, Transition] = {
+    t.event: t
+    for t in (
+        Transition("SlotAcquired", frozenset({SlotStatus.IDLE}), SlotStatus.DEPLOYING),
+        Transition("SlotDeploying", frozenset({SlotStatus.DEPLOYING}), None),
+        Transition("SlotStarted", frozenset({SlotStatus.DEPLOYING}), SlotStatus.BUSY),
+        Transition(
+            "SlotReleased", frozenset({SlotStatus.DEPLOYING, SlotStatus.BUSY}), SlotStatus.IDLE
+        ),
+        Transition("SlotFailed", ALL_STATUSES, SlotStatus.ERROR),
+        Transition("SlotRecoveryFailed", frozenset({SlotStatus.ERROR}), None),
+        Transition("SlotRecovered", frozenset({SlotStatus.ERROR}), SlotStatus.IDLE),
+        Transition("SlotAppCreated", ALL_STATUSES, None),
+        Transition("SlotHeartbeatRefused", ALL_STATUSES, None),
+        Transition(
+            "SlotRetired", frozenset({SlotStatus.IDLE, SlotStatus.ERROR}), None, retires=True
+        ),
+    )
+}
+"""The lifecycle as data: the aggregate's guards and the invariant checker both read it.
+``SlotProvisioned`` creates a slot in ``idle`` and is not listed (it has no source)."""
+
+
+class Slot(TypedState, Aggregate):
+    """A warm Coolify application that bots lease one at a time."""
+
+    state_types: ClassVar[Mapping[str, type[Any]]] = {
+        **TypedState.state_types,
+        "status": SlotStatus,
+        "status_since": datetime,
+        "last_used": datetime,
+    }
+
+    class SlotEvent(Aggregate.Event):
+        """Fields every slot event carries, for the audit trail."""
+
+        actor: str
+        correlation_id: str
+        bot_id: str | None
+
+        def transition(self) -> Transition | None:
+            return TRANSITIONS.get(type(self).__name__)
+
+        def apply(self, aggregate: Any) -> None:
+            slot: Slot = aggregate
+            transition = self.transition()
+            if transition is not None and transition.target is not None:
+                slot.status = transition.target
+                slot.status_since = self.timestamp
+            self.apply_fields(slot)
+
+        def apply_fields(self, slot: Slot) -> None:
+            """Event-specific state changes beyond the status."""
+
+    class SlotProvisioned(Aggregate.Created, SlotEvent):
+        pool: str
+        name: str
+        platform: str
+        coolify_uuid: str | None
+
+    class SlotAcquired(SlotEvent):
+        def apply_fields(self, slot: Slot) -> None:
+            slot.bot_id = self.bot_id
+            slot.lease += 1
+            slot.deployment_uuid = None
+
+    class SlotDeploying(SlotEvent):
+        deployment_uuid: str | None
+
+        def apply_fields(self, slot: Slot) -> None:
+            slot.deployment_uuid = self.deployment_uuid
+
+    class SlotStarted(SlotEvent):
+        pass
+
+    class SlotReleased(SlotEvent):
+        def apply_fields(self, slot: Slot) -> None:
+            slot.bot_id = None
+            slot.last_used = self.timestamp
+            slot.recovery_attempts = 0
+
+    class SlotFailed(SlotEvent):
+        """``reason_code`` arrived in v2 so failures can be grouped; v1 had only text."""
+
+        class_version = 2
+        reason: str
+        reason_code: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["reason_code"] = "unspecified"
+
+        def apply_fields(self, slot: Slot) -> None:
+            if slot.bot_id is not None:
+                slot.last_used = self.timestamp
+            slot.bot_id = None
+            slot.last_error = self.reason
+
+    class SlotRecoveryFailed(SlotEvent):
+        reason: str
+
+        def apply_fields(self, slot: Slot) -> None:
+            slot.recovery_attempts += 1
+            slot.last_error = self.reason
+
+    class SlotRecovered(SlotEvent):
+        def apply_fields(self, slot: Slot) -> None:
+            slot.recovery_attempts = 0
+
+    class SlotAppCreated(SlotEvent):
+        """The slot got its Coolify application: the first one (``previous_uuid`` is
+        ``None``), or a new one after the old one vanished outside the ledger."""
+
+        previous_uuid: str | None
+        coolify_uuid: str
+
+        def apply_fields(self, slot: Slot) -> None:
+            slot.coolify_uuid = self.coolify_uuid
+
+    class SlotHeartbeatRefused(SlotEvent):
+        """A heartbeat from a bot that does not hold the slot: kept as evidence, never
+        applied (the origin system's post-release confusion had no such trail)."""
+
+        reason: str
+
+    class SlotRetired(SlotEvent):
+        reason: str
+
+        def apply_fields(self, slot: Slot) -> None:
+            slot.retired = True
+
+    def __init__(
+        self,
+        *,
+        pool: str,
+        name: str,
+        platform: str,
+        coolify_uuid: str | None,
+        actor: str,
+        correlation_id: str,
+        bot_id: str | None,
+    ) -> None:
+        self.pool = pool
+        self.name = name
+        self.platform = platform
+        self.coolify_uuid = coolify_uuid
+        self.status = SlotStatus.IDLE
+        self.status_since: datetime = self.created_on
+        self.bot_id: str | None = bot_id
+        self.lease = 0
+        self.deployment_uuid: str | None = None
+        self.last_used: datetime | None = None
+        self.last_error: str | None = None
+        self.recovery_attempts = 0
+        self.retired = False
+
+    # Commands: guards first, then one event. Nothing changes when a guard raises.
+
+    @classmethod
+    def provision(
+        cls,
+        *,
+        slot_id: UUID,
+        pool: str,
+        name: str,
+        platform: str,
+        coolify_uuid: str | None,
+        at: datetime,
+        actor: str,
+        correlation_id: str,
+    ) -> Slot:
+        check_origin(actor, correlation_id)
+        check_text(pool, POOL_NAME_RULE, field="pool")
+        check_text(name, SLOT_NAME_RULE, field="name")
+        check_platform(platform)
+        if coolify_uuid is not None:
+            check_text(coolify_uuid, COOLIFY_UUID_RULE, field="coolify_uuid")
+        return cls._create(
+            cls.SlotProvisioned,
+            id=slot_id,
+            timestamp=at,
+            pool=pool,
+            name=name,
+            platform=platform,
+            coolify_uuid=coolify_uuid,
+            actor=actor,
+            correlation_id=correlation_id,
+            bot_id=None,
+        )
+
+    def acquire(self, bot_id: str, *, at: datetime, actor: str, correlation_id: str) -> None:
+        check_bot_id(bot_id)
+        self._emit(self.SlotAcquired, at, actor, correlation_id, bot_id)
+
+    def mark_deploying(
+        self,
+        deployment_uuid: str | None,
+        *,
+        at: datetime,
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        self._emit(
+            self.SlotDeploying,
+            at,
+            actor,
+            correlation_id,
+            self.bot_id,
+            deployment_uuid=None
+            if deployment_uuid is None
+            else check_text(deployment_uuid, COOLIFY_UUID_RULE, field="deployment_uuid"),
+        )
+
+    def check_lease(self, lease: int | None) -> None:
+        """Fencing: work done for an earlier lease of this slot (a deploy that outlived
+        its bot's release) must not change the current lease."""
+        if lease is not None and lease != self.lease:
+            msg = f"slot {self.name} is on lease {self.lease}, not {lease}: the request is stale"
+            raise StaleLease(msg)
+
+    def mark_started(self, *, at: datetime, actor: str, correlation_id: str) -> None:
+        self._emit(self.SlotStarted, at, actor, correlation_id, self.bot_id)
+
+    def release(self, bot_id: str, *, at: datetime, actor: str, correlation_id: str) -> None:
+        self._check_allowed(self.SlotReleased)
+        self._check_holder(bot_id)
+        self._emit(self.SlotReleased, at, actor, correlation_id, bot_id)
+
+    def fail(
+        self,
+        reason: str,
+        *,
+        reason_code: str = "unspecified",
+        at: datetime,
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        self._emit(
+            self.SlotFailed,
+            at,
+            actor,
+            correlation_id,
+            self.bot_id,
+            reason=check_reason(reason),
+            reason_code=check_text(reason_code, REASON_CODE_RULE, field="reason_code"),
+        )
+
+    def recovery_failed(
+        self, reason: str, *, at: datetime, actor: str, correlation_id: str
+    ) -> None:
+        self._emit(
+            self.SlotRecoveryFailed,
+            at,
+            actor,
+            correlation_id,
+            None,
+            reason=check_reason(reason),
+        )
+
+    def recover(self, *, at: datetime, actor: str, correlation_id: str) -> None:
+        self._emit(self.SlotRecovered, at, actor, correlation_id, None)
+
+    def app_created(
+        self, coolify_uuid: str, *, at: datetime, actor: str, correlation_id: str
+    ) -> None:
+        self._emit(
+            self.SlotAppCreated,
+            at,
+            actor,
+            correlation_id,
+            self.bot_id,
+            previous_uuid=self.coolify_uuid,
+            coolify_uuid=check_text(coolify_uuid, COOLIFY_UUID_RULE, field="coolify_uuid"),
+        )
+
+    def heartbeat(self, bot_id: str, *, at: datetime, actor: str, correlation_id: str) -> bool:
+        """A heartbeat from the holder proves its container runs: while ``deploying`` it
+        starts the slot (True); while ``busy`` it changes nothing. Anyone else is refused."""
+        self._check_holder(bot_id)
+        if self.status is SlotStatus.DEPLOYING:
+            self.mark_started(at=at, actor=actor, correlation_id=correlation_id)
+            return True
+        return False
+
+    def refuse_heartbeat(
+        self, bot_id: str, reason: str, *, at: datetime, actor: str, correlation_id: str
+    ) -> None:
+        self._emit(
+            self.SlotHeartbeatRefused,
+            at,
+            actor,
+            correlation_id,
+            check_bot_id(bot_id),
+            reason=check_reason(reason),
+        )
+
+    def retire(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:
+        self._emit(self.SlotRetired, at, actor, correlation_id, None, reason=check_reason(reason))
+
+    def _check_holder(self, bot_id: str) -> None:
+        check_bot_id(bot_id)
+        if self.bot_id != bot_id:
+            holder = f"bot {self.bot_id!r}" if self.bot_id else "no bot"
+            msg = f"slot {self.name} is held by {holder}, not by bot {bot_id!r}"
+            raise WrongBot(msg)
+
+    def _emit(
+        self,
+        event_class: type[SlotEvent],
+        at: datetime,
+        actor: str,
+        correlation_id: str,
+        bot_id: str | None,
+        **fields: Any,
+    ) -> None:
+        check_origin(actor, correlation_id)
+        self._check_allowed(event_class)
+        self.trigger_event(
+            event_class,
+            timestamp=at,
+            actor=actor,
+            correlation_id=correlation_id,
+            bot_id=bot_id,
+            **fields,
+        )
+
+    def _check_allowed(self, event_class: type[SlotEvent]) -> None:
+        transition = TRANSITIONS[event_class.__name__]
+        if self.retired:
+            msg = f"slot {self.name} is retired: {event_class.__name__} is not allowed"
+            raise IllegalTransition(msg)
+        if self.status not in transition.sources:
+            allowed = ", ".join(sorted(transition.sources))
+            msg = (
+                f"{event_class.__name__} is not allowed for slot {self.name} in status "
+                f"{self.status.value!r} (allowed from: {allowed})"
+            )
+            raise IllegalTransition(msg)
