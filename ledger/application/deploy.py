@@ -331,8 +331,8 @@ class SlotDeployer:
             if mine is not None:
                 return mine
             return self._held(entry.bot_id, existing=False) or Queued(entry, 0, 0)
-        except Exception:  # the commit stands whatever failed after it
-            log.warning("bot %r is queued; its answer lacks its place", entry.bot_id, exc_info=True)
+        except Exception as e:  # the commit stands whatever failed after it
+            log_failure(log, f"placing queued bot {entry.bot_id!r}", e, "answered unplaced")
             return Queued(entry, 0, 0)
 
     def _held(self, bot_id: str, *, existing: bool) -> Acquired | Queued | None:

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from ledger.application import Clock, SlotLedger
 from ledger.application.policies import Decision, PolicyConfig, PolicyEngine, SlotRuntime
-from ledger.loops import Backoff, Health, LoopHealth
+from ledger.loops import Backoff, Health, LoopHealth, log_failure
 
 __all__ = [
     "LeaderElection",
@@ -145,10 +145,11 @@ class Worker:
             except Exception:
                 log.exception("policy worker could not give leadership up")
         delay = min(self.backoff.next(), max(self.tick_s, self.backoff.min_s))
-        log.exception(
-            "policy worker failed %d time(s) in a row (%s); next try in %.1fs",
-            self.failures,
-            "leader" if self.election.is_leader else "not leading",
-            delay,
+        role = "leader" if self.election.is_leader else "not leading"
+        log_failure(
+            log,
+            f"policy worker ({role}, {self.failures} time(s) in a row)",
+            error,
+            f"next try in {delay:.1f}s",
         )
         return delay

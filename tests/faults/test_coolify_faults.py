@@ -95,19 +95,30 @@ class Bots:
 
 
 class FaultWindows:
-    """Every ``every_s``, for ``open_s``: Coolify answers 2 s late and throttles hard
-    (10 requests per second), so latency and 429s with Retry-After happen in every run."""
+    """Every ``every_s``: Coolify answers 2 s late for ``open_s``, and throttles hard
+    (10 requests per second) until it has answered at least one 429 (bounded), so latency
+    and 429s with Retry-After happen in every run, however fast the machine is."""
 
-    def __init__(self, fake: FakeCoolifyServer, open_s: float = 0.4, every_s: float = 3.0) -> None:
-        self.fake, self.open_s = fake, open_s
+    def __init__(
+        self,
+        fake: FakeCoolifyServer,
+        seen: Counter[int],
+        open_s: float = 0.4,
+        every_s: float = 3.0,
+    ) -> None:
+        self.fake, self.seen, self.open_s = fake, seen, open_s
         self.periodic = Periodic("fault-windows", self.open_window, every_s)
 
     def open_window(self) -> None:
-        self.fake.fake.set_faults(latency=2.0)
+        throttled = self.seen[429]
         self.fake.fake.configure(rate_limit=10)
+        self.fake.fake.set_faults(latency=2.0)
         time.sleep(self.open_s)
-        self.fake.fake.configure(rate_limit=FAKE.rate_limit)
         self.fake.fake.set_faults(latency=0.0)
+        deadline = time.monotonic() + 10.0
+        while self.seen[429] == throttled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.fake.fake.configure(rate_limit=FAKE.rate_limit)
 
 
 @pytest.mark.timeout(300)
@@ -147,7 +158,7 @@ def test_two_hundred_bots_through_a_faulty_coolify(
     background = [
         Periodic("drain", deployer.drain, 0.25),
         Periodic("policies", policies.tick, 0.25),
-        FaultWindows(fake).periodic,
+        FaultWindows(fake, statuses).periodic,
     ]
     fake.fake.set_faults(error_rate=0.2, hang_rate=0.01, reset_rate=0.02)
     bots = Bots(ledger, deployer, time.monotonic() + FLOW_DEADLINE_S)

@@ -91,8 +91,8 @@ def test_errors_are_logged_and_the_loop_goes_on(
     assert ledger.get_slot(slot_id).status is SlotStatus.IDLE
     failures = [r for r in caplog.records if r.name == "ledger.worker" and r.exc_info]
     assert [r.getMessage().split(";")[0] for r in failures] == [
-        "policy worker failed 1 time(s) in a row (not leading)",
-        "policy worker failed 2 time(s) in a row (not leading)",
+        "policy worker (not leading, 1 time(s) in a row) failed",
+        "policy worker (not leading, 2 time(s) in a row) failed",
     ]
     assert any("is now leader for pool default" in r.getMessage() for r in caplog.records)
     assert (worker.failures, election.released) == (0, 1)  # released on the way out
