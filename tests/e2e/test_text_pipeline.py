@@ -26,19 +26,8 @@ import psycopg
 import pytest
 
 from tests.blackbox import cluster, run_cli, wait_for
+from tests.hostile import HOSTILE
 
-HOSTILE = {
-    "nul": "a\x00",
-    "soh": "a\x01b",
-    "escape": "\x1b[31mred",
-    "del": "a\x7f",
-    "c1": "a\x9bb",
-    "surrogate": "a\ud800",
-    "long": "x" * 10_000,
-    "rtl": "مرحبا",
-    "emoji": "🤖🚀",
-    "tab_newline": "line one\n\tline two",
-}
 REASON_OK = {"rtl", "emoji", "tab_newline"}
 CONFIG_VALUE_OK = {"rtl", "emoji"}
 CLI_HOSTILE = {

@@ -28,23 +28,11 @@ from ledger.domain import (
     fit_text,
 )
 from ledger.errors import BadInput
+from tests.hostile import HOSTILE
 
 AT = datetime(2025, 12, 17, 22, 30, tzinfo=UTC)
 META: dict[str, Any] = {"at": AT, "actor": "worker", "correlation_id": "c-1"}
 
-HOSTILE = {
-    "nul": "a\x00",
-    "soh": "a\x01b",
-    "escape": "\x1b[31mred",
-    "del": "a\x7f",
-    "c1": "a\x9bb",
-    "surrogate": "a\ud800",
-    "long": "x" * 10_000,
-    "rtl": "مرحبا",
-    "emoji": "🤖🚀",
-    "tab_newline": "line one\n\tline two",
-}
-"""What a hostile or merely international caller sends."""
 
 FREE_TEXT_OK = {"rtl", "emoji", "tab_newline"}
 ONE_LINE_OK = {"rtl", "emoji"}
