@@ -41,10 +41,12 @@ __all__ = [
     "DeploymentStatus",
     "EnvVar",
     "IndexRow",
+    "ListedApp",
     "LedgerRecorder",
     "QueueRow",
     "SlotRow",
     "StartAnswer",
+    "StoredEnv",
     "clean_description",
     "dispatch_order",
     "index_rows",
@@ -304,6 +306,26 @@ class AppState(Protocol):
     def status(self) -> ContainerState: ...
 
 
+class ListedApp(AppState, Protocol):
+    """One application of ``GET /applications``, for reconciliation."""
+
+    @property
+    def uuid(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+class StoredEnv(Protocol):
+    """One env var of an application as Coolify keeps it."""
+
+    @property
+    def uuid(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+
 class Coolify(Protocol):
     """The Coolify calls of the deploy flow and the policies. Failures raise
     :class:`~ledger.errors.CoolifyError` (:class:`~ledger.errors.CoolifyNotFound` for an
@@ -324,3 +346,11 @@ class Coolify(Protocol):
     def get_deployment(self, deployment_uuid: str) -> DeploymentState: ...
 
     def list_application_deployments(self, app_uuid: str, *, take: int) -> DeploymentList: ...
+
+    def cancel_deployment(self, deployment_uuid: str) -> None: ...
+
+    def list_applications(self) -> Sequence[ListedApp]: ...
+
+    def list_envs(self, uuid: str) -> Sequence[StoredEnv]: ...
+
+    def delete_env(self, app_uuid: str, env_uuid: str) -> None: ...

@@ -159,6 +159,27 @@ class CoolifyClient:
             raise self._bad_response(response, "expected a JSON array")
         return [self._validate(StoredEnvVar, item, response) for item in data]
 
+    def list_applications(self) -> list[CoolifyApplication]:
+        """Every application the token's team can see, for reconciliation."""
+        response = self._send("GET", "/applications")
+        data = self._json(response)
+        if not isinstance(data, list):
+            raise self._bad_response(response, "expected a JSON array")
+        return [self._validate(CoolifyApplication, item, response) for item in data]
+
+    def list_envs(self, uuid: str) -> list[StoredEnvVar]:
+        """The application's env vars, production first; values only for a sensitive token."""
+        response = self._send("GET", "/applications/{uuid}/envs", uuid=uuid)
+        data = self._json(response)
+        if not isinstance(data, list):
+            raise self._bad_response(response, "expected a JSON array")
+        return [self._validate(StoredEnvVar, item, response) for item in data]
+
+    def delete_env(self, app_uuid: str, env_uuid: str) -> None:
+        """Hard-delete one env var by its uuid (Coolify deletes by uuid, not by key)."""
+        template = "/applications/{uuid}/envs/{env_uuid}"
+        self._send("DELETE", template, uuid=app_uuid, env_uuid=env_uuid)
+
     def delete_application(
         self,
         uuid: str,
@@ -232,12 +253,18 @@ class CoolifyClient:
         template: str,
         *,
         uuid: str | None = None,
+        env_uuid: str | None = None,
         params: Mapping[str, str | int | bool] | None = None,
         body: object = None,
         idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send with retries; ``idempotent`` defaults to True for GET and DELETE only."""
-        path = template if uuid is None else template.format(uuid=_path_segment(uuid))
+        path = template
+        if uuid is not None:
+            segments = {"uuid": _path_segment(uuid)}
+            if env_uuid is not None:
+                segments["env_uuid"] = _path_segment(env_uuid)
+            path = template.format(**segments)
         if idempotent is None:
             idempotent = method in _IDEMPOTENT_METHODS
         request = self._http.build_request(method, path, params=params, json=body)
