@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +31,12 @@ Errors are JSON `{"error": <code>, "detail": <text>}`. When `LEDGER_API_TOKEN` i
 every mutating operation needs `Authorization: Bearer <token>`. The dashboard at `/`
 is fed by server-sent events from `/v1/stream` (`snapshot`, `lag` and `problem` events).
 """
+
+
+def operation_id(route: APIRoute) -> str:
+    """Each operation's id is its handler's name (``request_deployment``), so clients
+    generated in other languages get readable method names."""
+    return route.name
 
 
 def create_app(service: Service, *, on_started: Callable[[], None] | None = None) -> FastAPI:
@@ -51,6 +58,7 @@ def create_app(service: Service, *, on_started: Callable[[], None] | None = None
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
         docs_url=None,  # Swagger UI loads from a CDN; the machine may be offline
         redoc_url=None,
     )
