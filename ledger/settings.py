@@ -150,6 +150,8 @@ class Settings(BaseSettings):
     slot_image_tag: str = "latest"
     max_concurrent_deployments: Annotated[int, Field(ge=1, le=100)] = 4
     api_token: SecretStr = SecretStr("")
+    max_streams: Annotated[int, Field(ge=1, le=100_000)] = 100
+    """Open ``/v1/stream`` connections a server keeps; more are answered 503."""
     deploying_timeout_s: Annotated[
         float,
         Field(

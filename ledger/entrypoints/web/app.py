@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from ledger.entrypoints.web.errors import install_error_handlers
 from ledger.entrypoints.web.routes import ROUTERS
 from ledger.entrypoints.web.routes.ops import STATIC_DIR
+from ledger.entrypoints.web.stream import StreamLimit
 from ledger.service import Service
 
 __all__ = ["create_app"]
@@ -63,6 +64,7 @@ def create_app(service: Service, *, on_started: Callable[[], None] | None = None
         redoc_url=None,
     )
     app.state.service = service  # what the routes' ServiceDep reads
+    app.state.streams = StreamLimit(service.settings.max_streams)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

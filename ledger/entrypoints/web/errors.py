@@ -44,6 +44,13 @@ class Unauthorized(SlotLedgerError):
     http_status = 401
 
 
+class TooManyStreams(SlotLedgerError):
+    """Each open stream costs the server a poll loop; past the cap, new ones wait."""
+
+    code = "too_many_streams"
+    http_status = 503
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the error statuses an operation can answer."""
     return {s: {"model": ErrorOut, "description": _DESCRIPTIONS[s]} for s in statuses}

@@ -299,7 +299,23 @@ class PoolAtOut(_Model):
     stats: PoolStatsOut
 
 
+REDACTED = "[redacted]"
+"""What a read shows instead of a value of a bot's configuration: the configuration may
+carry secrets (a meeting URL with its password) and is meant for that bot's container
+only, so no read endpoint shows its values, with or without a token; the keys stay, for
+debugging."""
+
+
+def _redact_config(data: dict[str, Any]) -> dict[str, Any]:
+    config = data.get("config")
+    if not isinstance(config, dict) or not config:
+        return data
+    return {**data, "config": dict.fromkeys(config, REDACTED)}
+
+
 class EventOut(_Model):
+    """One event of the log; configuration values are redacted (:data:`REDACTED`)."""
+
     position: int
     type: str
     occurred_at: datetime
@@ -310,7 +326,9 @@ class EventOut(_Model):
     actor: str | None
     correlation_id: str | None
     reason: str | None
-    data: dict[str, Any] = Field(validation_alias="fields")
+    data: Annotated[dict[str, Any], AfterValidator(_redact_config)] = Field(
+        validation_alias="fields"
+    )
 
 
 class IntervalOut(_Model):

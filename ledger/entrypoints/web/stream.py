@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import anyio
 from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from ledger.entrypoints.web.errors import TooManyStreams
 from ledger.entrypoints.web.schemas import (
     EventOut,
     LagOut,
@@ -30,12 +32,43 @@ from ledger.entrypoints.web.schemas import (
 from ledger.service import Service
 from projections import AuditRecord, ReadModels
 
-__all__ = ["RECENT_EVENTS", "live_events", "recent_events", "snapshot"]
+__all__ = ["RECENT_EVENTS", "StreamLimit", "live_events", "recent_events", "snapshot"]
 
 log = logging.getLogger("ledger.web.stream")
 
 RECENT_EVENTS = 30
 _LOOKBACK = (timedelta(seconds=30), timedelta(minutes=5), timedelta(hours=1), timedelta(days=1))
+
+
+class StreamLimit:
+    """At most ``limit`` open streams (``LEDGER_MAX_STREAMS``): without a cap, a
+    thousand idle dashboards made ``/healthz`` take seconds."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+
+    async def guard(self, events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+        """``events`` counted as one open stream until the client goes away;
+        :class:`TooManyStreams` when the cap is reached."""
+        with self._lock:
+            if self.open >= self.limit:
+                raise TooManyStreams(
+                    f"{self.open} dashboard streams are open (LEDGER_MAX_STREAMS={self.limit})"
+                )
+            self.open += 1
+        return self._counted(events)
+
+    async def _counted(
+        self, events: AsyncIterator[ServerSentEvent]
+    ) -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for event in events:
+                yield event
+        finally:
+            with self._lock:
+                self.open -= 1
 
 
 def recent_events(models: ReadModels, limit: int = RECENT_EVENTS) -> list[AuditRecord]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from ledger.adapters.metrics import CONTENT_TYPE
 from ledger.entrypoints.web.dependencies import ServiceDep
 from ledger.entrypoints.web.schemas import HealthOut, LagOut, LoopOut, ReadyOut
-from ledger.entrypoints.web.stream import live_events
+from ledger.entrypoints.web.stream import StreamLimit, live_events
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -62,8 +62,9 @@ def readyz(service: ServiceDep) -> JSONResponse:
 
 
 @router.get("/v1/stream", include_in_schema=False)
-async def stream(service: ServiceDep) -> EventSourceResponse:
-    return EventSourceResponse(live_events(service), ping=15)
+async def stream(service: ServiceDep, request: Request) -> EventSourceResponse:
+    limit: StreamLimit = request.app.state.streams
+    return EventSourceResponse(await limit.guard(live_events(service)), ping=15)
 
 
 @router.get("/", include_in_schema=False)
