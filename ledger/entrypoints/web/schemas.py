@@ -46,6 +46,7 @@ from projections.inputs import utc
 
 __all__ = [
     "BOT_ID",
+    "PLATFORM",
     "SLOT_REF",
     "BotId",
     "Checked",
@@ -73,6 +74,7 @@ __all__ = [
 ]
 
 BOT_ID = BOT_ID_RULE.pattern
+PLATFORM = PLATFORM_RULE.pattern
 SLOT_REF = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 """A slot's UUID or its name (names are ``prefix-platform-NNN``)."""
 

@@ -165,6 +165,13 @@ def test_slots_by_id_and_name_and_their_history(api: Api) -> None:
     wait_for_status(api, slot["name"], "busy")
 
     assert len(api.client.get("/v1/slots").json()) == 2
+    busy = api.client.get("/v1/slots", params={"status": "busy"}).json()
+    assert [s["slot_id"] for s in busy] == [slot["slot_id"]]
+    both = api.client.get("/v1/slots", params=[("status", "busy"), ("status", "idle")]).json()
+    assert len(both) == 2
+    other = api.client.get("/v1/slots", params={"platform": "no-such-platform"}).json()
+    assert other == []
+    assert_error(api.client.get("/v1/slots", params={"status": "asleep"}), 422, "bad_input")
     assert api.slot(slot["name"]) == api.slot(slot["slot_id"])
     history = api.client.get(f"/v1/slots/{slot['name']}/history").json()
     assert [i["status"] for i in history["intervals"]] == ["idle", "deploying", "busy"]

@@ -93,7 +93,7 @@ def test_changes_and_removals_are_differences_additions_are_not() -> None:
     assert differences(reference, current) == [
         "GET /healthz is missing",
         "POST /v1/deployments.operationId changed: "
-        "'request_deployment_v1_deployments_post' -> 'renamed'",
+        "'request_deployment' -> 'renamed'",
         "GET /v1/events.parameters: ('query', 'limit') missing",
         "GET /v1/slots/{slot_id}.parameters: ('path', 'slot_id') changed",
         "schema PoolAtOut is missing",

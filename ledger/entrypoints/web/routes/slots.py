@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
+from ledger.domain import SlotStatus
 from ledger.entrypoints.web.dependencies import MUTATING, ServiceDep
 from ledger.entrypoints.web.errors import error_responses
 from ledger.entrypoints.web.schemas import (
+    PLATFORM,
     SLOT_REF,
     EventOut,
     FailIn,
@@ -63,9 +65,24 @@ def fail(service: ServiceDep, slot_id: SlotPath, body: FailIn) -> SlotOut:
     return SlotOut.of(outcome.slot)
 
 
-@router.get("/v1/slots")
-def slots(service: ServiceDep) -> list[SlotOut]:
-    return [SlotOut.of(s) for s in service.models.slots()]
+@router.get("/v1/slots", responses=error_responses(422))
+def list_slots(
+    service: ServiceDep,
+    status: Annotated[
+        list[SlotStatus] | None,
+        Query(description="Only slots in these statuses (repeat the parameter for several)."),
+    ] = None,
+    platform: Annotated[
+        str | None, Query(pattern=PLATFORM, description="Only this platform.")
+    ] = None,
+) -> list[SlotOut]:
+    """The pool's slots, optionally filtered by status and platform."""
+    wanted = set(status or SlotStatus)
+    return [
+        SlotOut.of(s)
+        for s in service.models.slots()
+        if s.status in wanted and (platform is None or s.platform == platform)
+    ]
 
 
 @router.get("/v1/slots/{slot_id}", responses=error_responses(404, 422))
