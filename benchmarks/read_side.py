@@ -3,13 +3,17 @@
 ``main(size, quick)`` (called by ``make bench``) writes a realistic log of ``size`` events
 (``quick``: 50,000) into a scratch schema, then measures:
 
-- rebuild of every read model from the whole log (events/s; target >= 100,000/s);
+- rebuild of every read model from the whole log (events/s; target >= 100,000/s), with
+  where its CPU goes: ours per part (read, decode, fold, write, the rest of a batch's
+  commit) and the PostgreSQL backends' that serve it, in microseconds per event;
 - ``pool_at(t)`` at random instants over that log (ms; target <= 200 ms);
 - live lag while 200 transitions/s go through SlotLedger commands: time from a
   command's commit to the follower's commit that makes it visible (target p99 <= 50 ms).
 
-The log is generated with the aggregates in memory and written with the ledger's recorder
-in chunks of 5,000 events (one save per event would take far too long).
+The machine may be shared: each figure comes with the 1-minute load average before and
+after it was measured. The log is generated with the aggregates in memory and written
+with the ledger's recorder in chunks of 5,000 events (one save per event would take far
+too long).
 """
 
 from __future__ import annotations
@@ -24,21 +28,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
 from ledger.domain import Pool, QueueEntry, Slot, SlotStatus
 from ledger.settings import PostgresStore, load_settings
+from projections.engine.fold import Projector
+from projections.engine.readmodels import ReadModels
 from projections.stores.postgres import PostgresFollower, PostgresReadModels
 
 __all__ = ["generate", "main"]
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CHUNK = 5000
+BENCH_APPLICATION = "slotledger-bench-read-side"
+"""The read models' connections' ``application_name``: how their server backends are found."""
 
 
 @dataclass
@@ -94,7 +104,11 @@ class _History:
         roll = rng.random()
         if roll < 0.0004:
             self.pool.resize(
-                rng.randint(len(self.slots) + 10, 400), at=at, actor="operator", correlation_id=cid
+                rng.randint(len(self.slots) + 10, 400),
+                "capacity review",
+                at=at,
+                actor="operator",
+                correlation_id=cid,
             )
         elif roll < 0.02:
             self.waiting.append(
@@ -210,6 +224,112 @@ def _scratch_schema(base_url: str) -> Iterator[str]:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+class _Parts:
+    """CPU seconds per part of a rebuild, from the thread that ran each part (the read
+    ahead runs in a thread of its own): the methods below are wrapped for one rebuild."""
+
+    WRAPPED: tuple[tuple[type[Any], str, str], ...] = (
+        (PostgresReadModels, "_notifications", "read"),
+        (ReadModels, "_excluded", "read"),
+        (ReadModels, "_next_batch", "batch"),
+        (Projector, "prior_ids", "fold"),
+        (Projector, "fold", "fold"),
+        (PostgresReadModels, "_write", "write"),
+        (ReadModels, "_commit", "commit"),
+    )
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = dict.fromkeys(
+            ("read", "batch", "fold", "write", "commit"), 0.0
+        )
+
+    @contextmanager
+    def measuring(self) -> Iterator[None]:
+        originals = [(cls, name, vars(cls)[name]) for cls, name, _ in self.WRAPPED]
+        for (cls, name, part), (_, _, method) in zip(self.WRAPPED, originals, strict=True):
+            setattr(cls, name, self._timed(method, part))
+        try:
+            yield
+        finally:
+            for cls, name, method in originals:
+                setattr(cls, name, method)
+
+    def _timed(self, method: Any, part: str) -> Any:
+        cpu = self.cpu
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                cpu[part] += time.thread_time() - started
+
+        return timed
+
+    def per_event(self, events: int) -> dict[str, float]:
+        """Microseconds per event: read (select and rows), decode (the mapper), fold,
+        write (our side of COPY and the upserts), commit (the rest of each batch)."""
+        cpu = self.cpu
+        parts = {
+            "read": cpu["read"],
+            "decode": cpu["batch"] - cpu["read"],
+            "fold": cpu["fold"],
+            "write": cpu["write"],
+            "commit": cpu["commit"] - cpu["fold"] - cpu["write"],
+        }
+        return {k: round(v / max(events, 1) * 1e6, 2) for k, v in parts.items()}
+
+
+def _backend_cpu_s(conninfo: str) -> float | None:
+    """CPU seconds the server backends of the benchmark's connections have used; None
+    when the server's processes are not visible here (a remote server)."""
+    with psycopg.connect(conninfo) as conn:
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                (BENCH_APPLICATION,),
+            )
+        ]
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return None
+        total += int(stat[11]) + int(stat[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _rebuild(models: PostgresReadModels, conninfo: str) -> dict[str, Any]:
+    """One rebuild of every model, timed, with its CPU by part."""
+    parts, load, backends = _Parts(), _load(), _backend_cpu_s(conninfo)
+    started, cpu = time.perf_counter(), time.process_time()
+    with parts.measuring():
+        rebuilt = models.rebuild()
+    rebuild_s = time.perf_counter() - started
+    cpu_us = (time.process_time() - cpu) / max(rebuilt, 1) * 1e6
+    after = _backend_cpu_s(conninfo)
+    server_us = (
+        None
+        if backends is None or after is None
+        else round((after - backends) / max(rebuilt, 1) * 1e6, 2)
+    )
+    return {
+        "rebuild_events": rebuilt,
+        "rebuild_s": round(rebuild_s, 3),
+        "rebuild_events_per_s": round(rebuilt / rebuild_s),
+        "rebuild_cpu_us_per_event": round(cpu_us, 2),
+        "rebuild_profile_us_per_event": parts.per_event(rebuilt),
+        "rebuild_postgres_cpu_us_per_event": server_us,
+        "rebuild_load_average": [load, _load()],
+    }
+
+
 def _pool_at_ms(models: PostgresReadModels, log: Generated, samples: int) -> list[float]:
     rng = random.Random(3)
     span = (log.last - log.first).total_seconds()
@@ -296,6 +416,7 @@ def _measure(url: str, size: int, quick: bool) -> dict[str, Any]:
     settings = load_settings(database_url=url, max_pool_size=1000)
     store = settings.store
     assert isinstance(store, PostgresStore)
+    conninfo = make_conninfo(store.conninfo(), application_name=BENCH_APPLICATION)
     ledger = build_ledger(settings)
     try:
         started = time.perf_counter()
@@ -303,49 +424,52 @@ def _measure(url: str, size: int, quick: bool) -> dict[str, Any]:
         generated_s = time.perf_counter() - started
         print(f"generated {log.events:,} events in {generated_s:.1f}s")
 
-        with PostgresReadModels(ledger, store.conninfo(), schema=store.schema) as models:
-            load = os.getloadavg()[0]
-            started, cpu = time.perf_counter(), time.process_time()
-            rebuilt = models.rebuild()
-            rebuild_s = time.perf_counter() - started
-            cpu_us = (time.process_time() - cpu) / max(rebuilt, 1) * 1e6
-            rate = rebuilt / rebuild_s
+        with PostgresReadModels(ledger, conninfo, schema=store.schema) as models:
+            rebuild = _rebuild(models, conninfo)
             print(
-                f"rebuild: {rebuilt:,} events in {rebuild_s:.2f}s = {rate:,.0f} events/s "
-                f"(target >= 100,000/s); {cpu_us:.1f} us of our CPU per event; "
-                f"load average {load:.1f} on {os.cpu_count()} CPUs"
+                f"rebuild: {rebuild['rebuild_events']:,} events in {rebuild['rebuild_s']:.2f}s "
+                f"= {rebuild['rebuild_events_per_s']:,} events/s (target >= 100,000/s); "
+                f"{rebuild['rebuild_cpu_us_per_event']:.1f} us of our CPU per event "
+                f"{rebuild['rebuild_profile_us_per_event']}, "
+                f"PostgreSQL {rebuild['rebuild_postgres_cpu_us_per_event']} us; "
+                f"load average {rebuild['rebuild_load_average']} on {os.cpu_count()} CPUs"
             )
 
+            before = _load()
             timings = _pool_at_ms(models, log, 20 if quick else 50)
+            pool_at_load = [before, _load()]
             print(
                 f"pool_at(t) over {log.events:,} events: "
                 f"median {statistics.median(timings):.1f} ms, "
-                f"max {max(timings):.1f} ms (target <= 200 ms)"
+                f"max {max(timings):.1f} ms (target <= 200 ms); load average {pool_at_load}"
             )
 
+            before = _load()
             lags, achieved = _live_lag_ms(ledger, models, rate=200, seconds=3 if quick else 10)
+            live_load = [before, _load()]
             print(
                 f"live lag at {achieved} commands/s ({len(lags)} commands): "
                 f"p50 {_pct(lags, 50):.1f} ms, p99 {_pct(lags, 99):.1f} ms, "
-                f"max {max(lags):.1f} ms (target p99 <= 50 ms)"
+                f"max {max(lags):.1f} ms (target p99 <= 50 ms); load average {live_load}"
             )
     finally:
         ledger.close()
     return {
         "events": log.events,
         "generate_s": round(generated_s, 2),
-        "rebuild_events": rebuilt,
-        "rebuild_s": round(rebuild_s, 3),
-        "rebuild_events_per_s": round(rate),
-        "rebuild_cpu_us_per_event": round(cpu_us, 2),
-        "load_average": round(load, 2),
+        **rebuild,
+        "load_average": rebuild["rebuild_load_average"][0],
+        "cpus": os.cpu_count(),
         "pool_at_median_ms": round(statistics.median(timings), 2),
         "pool_at_max_ms": round(max(timings), 2),
+        "pool_at_samples": len(timings),
+        "pool_at_load_average": pool_at_load,
         "live_commands_per_s": achieved,
         "live_commands": len(lags),
         "live_lag_p50_ms": round(_pct(lags, 50), 2),
         "live_lag_p99_ms": round(_pct(lags, 99), 2),
         "live_lag_max_ms": round(max(lags), 2),
+        "live_load_average": live_load,
     }
 
 

@@ -21,11 +21,12 @@ import os
 import resource
 import sqlite3
 import statistics
+import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,7 +38,9 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.application import project_aggregate
+from psycopg import pq
 
+from ledger.adapters.postgres import PostgresLedgerRecorder
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_ledger
 from ledger.domain import Slot, SlotStatus
@@ -45,16 +48,20 @@ from ledger.errors import SlotLedgerError
 from ledger.settings import PostgresStore, SQLiteStore, load_settings, parse_database_url
 
 __all__ = [
-    "CYCLE_MODES",
+    "Cell",
     "Figure",
     "Samples",
     "WriteSideSizes",
+    "cycle_cells",
     "cycle_figures",
+    "cycle_figures_of",
+    "cycle_results",
     "insert_figures",
     "load_figures",
     "measure",
     "memory_figures",
     "percentile",
+    "round_trips",
     "scratch",
 ]
 
@@ -80,10 +87,12 @@ class WriteSideSizes:
     """How big and how long the write-side measurements are."""
 
     clients: int = 16
+    """Client threads of the one-process cell (group commit)."""
     slots: int = 32
     seconds: float = 10.0
     processes: bool = True
-    """Also run every cycle workload in one process per client."""
+    """Also run the cells of one client per process, one per count in ``process_counts``."""
+    process_counts: tuple[int, ...] = (1, 4, 16)
     histories: tuple[int, int] = (10, 10_000)
     load_repeats: int = 200
 
@@ -480,78 +489,215 @@ def _with_errors(size: str, samples: Samples) -> str:
     return size + "; errors: " + ", ".join(f"{k} x{n}" for k, n in samples.errors.items())
 
 
-CYCLE_MODES: dict[str, tuple[str, ...]] = {
-    "threads": (LedgerGroupCycle.name, LedgerCycle.name, StatusColumnCycle.name),
-    "processes": (LedgerCycle.name, StatusColumnCycle.name),
-}
-"""Workloads per client mode. One process with many client threads is how the service
-runs (with group commit); one client per process is many service instances, where group
-commit has nothing to batch."""
+@dataclass(frozen=True)
+class Cell:
+    """One comparison: slotledger and the status column with the same clients, one after
+    the other in the same run: threads of one process (the service, with group commit)
+    or one client per process (many service instances, where group commit has nothing
+    to batch)."""
+
+    clients: int
+    processes: bool
+
+    @property
+    def workload(self) -> str:
+        return LedgerCycle.name if self.processes else LedgerGroupCycle.name
+
+    @property
+    def label(self) -> str:
+        if not self.processes:
+            return f"{self.clients} threads"
+        return f"{self.clients} process" + ("es" if self.clients > 1 else "")
+
+
+def cycle_cells(sizes: WriteSideSizes) -> list[Cell]:
+    """The process counts, then the threads of one process."""
+    counts = sizes.process_counts if sizes.processes else ()
+    return [*(Cell(n, True) for n in counts), Cell(sizes.clients, False)]
+
+
+def _load_1m() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _cycle_run(
+    kind: str, database_url: str, cell: Cell, sizes: WriteSideSizes, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """One workload of a cell on a fresh scratch store, with the load around it."""
+    log(f"cycles: {kind}, {cell.label}, {sizes.slots} slots, {sizes.seconds:g} s")
+    before = _load_1m()
+    with scratch(database_url, "cycles") as url:
+        samples = measure(
+            kind,
+            url,
+            clients=cell.clients,
+            slots=sizes.slots,
+            seconds=sizes.seconds,
+            processes=cell.clients if cell.processes else 1,
+        )
+    return {
+        "workload": kind,
+        "cycles": samples.steps,
+        "elapsed_s": round(samples.elapsed_s, 3),
+        "cycles_per_s": samples.rate,
+        "acquires": len(samples.latencies_ms),
+        "acquire_p50_ms": percentile(samples.latencies_ms, 50),
+        "acquire_p99_ms": percentile(samples.latencies_ms, 99),
+        "errors": dict(samples.errors),
+        "load_1m_before": before,
+        "load_1m_after": _load_1m(),
+    }
+
+
+def cycle_results(
+    database_url: str, sizes: WriteSideSizes, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every cell's two runs, the ratio of their rates, and slotledger's round trips per
+    command: JSON-ready (``benchmarks/results/latest.json``), read back by
+    :func:`cycle_figures_of`."""
+    cells = []
+    for cell in cycle_cells(sizes):
+        ours = _cycle_run(cell.workload, database_url, cell, sizes, log)
+        baseline = _cycle_run(StatusColumnCycle.name, database_url, cell, sizes, log)
+        rate = baseline["cycles_per_s"]
+        cells.append(
+            {
+                "label": cell.label,
+                "clients": cell.clients,
+                "processes": cell.clients if cell.processes else 1,
+                "slotledger": ours,
+                "status_column": baseline,
+                "ratio": ours["cycles_per_s"] / rate if rate else float("nan"),
+            }
+        )
+    return {
+        "slots": sizes.slots,
+        "seconds": sizes.seconds,
+        "targets": {"ratio": 1.0, "acquire_p99_ms": ACQUIRE_P99_TARGET_MS},
+        "cells": cells,
+        "round_trips": round_trips(database_url, log),
+    }
+
+
+def _run_figures(run: Mapping[str, Any], name: str, size: str, target: bool) -> list[Figure]:
+    load = f"load {run['load_1m_before']:.1f}->{run['load_1m_after']:.1f}"
+    errors = "".join(f"; errors: {k} x{n}" for k, n in run["errors"].items())
+    acquires = f"{run['acquires']:,} acquires; {size}; {load}"
+    p99 = run["acquire_p99_ms"]
+    return [
+        Figure(
+            "cycles",
+            name,
+            run["cycles_per_s"],
+            "cycles/s",
+            f"{run['cycles']:,} cycles; {size}; {load}{errors}",
+        ),
+        Figure("latency", f"{name} acquire p50", run["acquire_p50_ms"], "ms", acquires),
+        Figure(
+            "latency",
+            f"{name} acquire p99",
+            p99,
+            "ms",
+            acquires,
+            f"<= {ACQUIRE_P99_TARGET_MS:g} ms" if target else "",
+            p99 <= ACQUIRE_P99_TARGET_MS if target else None,
+        ),
+    ]
+
+
+def cycle_figures_of(results: Mapping[str, Any]) -> list[Figure]:
+    """The figures of :func:`cycle_results`: per cell each rate, the ratio, acquire p50
+    and p99 (named ``A (cell)``, ``B (cell)`` and ``A / B (cell)``, as the README table
+    pairs them), then the round trips."""
+    figures = []
+    for cell in results["cells"]:
+        size = f"{cell['label']}, {results['slots']} slots, {results['seconds']:g} s"
+        ours, baseline = cell["slotledger"], cell["status_column"]
+        mine = f"{ours['workload']} ({cell['label']})"
+        theirs = f"{baseline['workload']} ({cell['label']})"
+        figures += _run_figures(ours, mine, size, target=True)
+        figures += _run_figures(baseline, theirs, size, target=False)
+        figures.append(
+            Figure(
+                "cycles",
+                f"{ours['workload']} / {theirs}",
+                cell["ratio"],
+                "x",
+                size,
+                ">= 1.0",
+                cell["ratio"] >= 1.0,
+            )
+        )
+    trips = results["round_trips"]
+    figures += [
+        Figure(
+            "round trips",
+            f"slotledger {command}",
+            float(n),
+            "round trips",
+            "one command, one client, pooled connections' checks included",
+        )
+        for command, n in trips.items()
+    ]
+    return figures
 
 
 def cycle_figures(
     database_url: str, sizes: WriteSideSizes, log: Callable[[str], None]
 ) -> list[Figure]:
-    """slotledger against the status column, in threads and (optionally) in processes:
-    rates, their ratios, and acquire latency."""
-    figures = []
-    modes = ["threads", *(["processes"] if sizes.processes else [])]
-    for mode in modes:
-        runs: dict[str, Samples] = {}
-        for kind in CYCLE_MODES[mode]:
-            log(f"cycles: {kind}, {sizes.clients} clients in {mode}, {sizes.seconds:g} s")
-            with scratch(database_url, "cycles") as url:
-                runs[kind] = measure(
-                    kind,
-                    url,
-                    clients=sizes.clients,
-                    slots=sizes.slots,
-                    seconds=sizes.seconds,
-                    processes=sizes.clients if mode == "processes" else 1,
-                )
-        size = f"{sizes.clients} clients ({mode}), {sizes.slots} slots, {sizes.seconds:g} s"
-        baseline = runs[StatusColumnCycle.name]
-        for kind, samples in runs.items():
-            steps = f"{samples.steps:,} cycles; {size}"
-            figures.append(
-                Figure(
-                    "cycles",
-                    f"{kind} ({mode})",
-                    samples.rate,
-                    "cycles/s",
-                    _with_errors(steps, samples),
-                )
+    """slotledger against the status column in every cell (:func:`cycle_results`)."""
+    return cycle_figures_of(cycle_results(database_url, sizes, log))
+
+
+def _client_waits(trace: str) -> int:
+    """Round trips in a libpq trace: each time the server answers what the client sent
+    since its last answer (a pipeline's many statements are one)."""
+    waits, sending = 0, False
+    for line in trace.splitlines():
+        if line.startswith("F"):
+            sending = True
+        elif line.startswith("B") and sending:
+            waits, sending = waits + 1, False
+    return waits
+
+
+def round_trips(database_url: str, log: Callable[[str], None]) -> dict[str, int]:
+    """Round trips of one acquire and one release on PostgreSQL (libpq's trace of the
+    ledger's one pooled connection), after a warm-up; empty on SQLite."""
+    if not isinstance(parse_database_url(database_url), PostgresStore):
+        return {}
+    log("round trips: one acquire, one release")
+    counts = {}
+    with scratch(database_url, "trips") as url:
+        LedgerCycle.prepare(url, 2)
+        ledger = build_ledger(
+            load_settings(
+                database_url=url,
+                max_pool_size=2,
+                default_platform=PLATFORM,
+                postgres_pool_size=1,
+                postgres_max_overflow=0,
             )
-            if samples is not baseline:
-                ratio = samples.rate / baseline.rate if baseline.rate else float("nan")
-                figures.append(
-                    Figure(
-                        "cycles",
-                        f"{kind} / status column ({mode})",
-                        ratio,
-                        "x",
-                        size,
-                        ">= 1.0",
-                        ratio >= 1.0,
-                    )
-                )
-        for kind, samples in runs.items():
-            acquires = f"{len(samples.latencies_ms):,} acquires; {size}"
-            p50, p99 = (percentile(samples.latencies_ms, q) for q in (50, 99))
-            target = samples is not baseline
-            figures += [
-                Figure("latency", f"{kind} acquire p50 ({mode})", p50, "ms", acquires),
-                Figure(
-                    "latency",
-                    f"{kind} acquire p99 ({mode})",
-                    p99,
-                    "ms",
-                    acquires,
-                    f"<= {ACQUIRE_P99_TARGET_MS:g} ms" if target else "",
-                    p99 <= ACQUIRE_P99_TARGET_MS if target else None,
-                ),
-            ]
-    return figures
+        )
+        recorder = ledger.recorder
+        assert isinstance(recorder, PostgresLedgerRecorder)
+        pool = recorder.datastore.pool
+        try:
+            ledger.acquire("trips")
+            ledger.release("trips")
+            for command in ("acquire", "release"):
+                with tempfile.TemporaryFile("w+") as trace:
+                    with pool.connection() as conn:  # traced from its next use on
+                        conn.pgconn.trace(trace.fileno())
+                        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+                    getattr(ledger, command)("trips")
+                    with pool.connection() as conn:
+                        conn.pgconn.untrace()
+                    trace.seek(0)
+                    counts[command] = _client_waits(trace.read()) - 1  # less the untrace's check
+        finally:
+            ledger.close()
+    return counts
 
 
 def insert_figures(

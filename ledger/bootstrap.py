@@ -17,6 +17,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from ledger.adapters.coolify import CoolifyClient, ResponseHook
+from ledger.adapters.coolify.budget import RequestBudget
+from ledger.adapters.coolify.checks import CoolifyTarget, check_at_start
 from ledger.adapters.descriptions import DescriptionMirror
 from ledger.adapters.leadership import WorkerLeadership
 from ledger.adapters.memory import POPOLedgerFactory
@@ -27,15 +29,19 @@ from ledger.adapters.postgres import (
     advisory_key,
 )
 from ledger.adapters.sqlite import SQLiteLedgerFactory
+from ledger.adapters.transcoding import MsgspecTranscoder
 from ledger.application import Clock, SlotLedger
+from ledger.application.checker import CheckerConfig, InvariantChecker
 from ledger.application.deploy import (
     DeployPermits,
     LocalDeployPermits,
+    Polling,
     SlotDeployer,
     SlotTemplate,
 )
 from ledger.application.policies import PolicyConfig
-from ledger.application.worker import LeaderElection, LocalLeaderElection
+from ledger.application.reconcile import DriftConfig, Reconciler
+from ledger.application.worker import Duty, LeaderElection, LocalLeaderElection
 from ledger.errors import BadInput, ConfigurationError
 from ledger.settings import PostgresStore, Settings, SQLiteStore, StoreConfig
 from projections import (
@@ -52,6 +58,7 @@ from projections.bundle import load, parse
 from projections.engine.follower import Parking
 
 __all__ = [
+    "build_budget",
     "build_coolify",
     "build_deployer",
     "build_follower",
@@ -60,11 +67,15 @@ __all__ = [
     "build_mirror",
     "build_permits",
     "build_read_models",
+    "checker_config",
+    "coolify_target",
+    "drift_config",
     "election_for",
     "eventsourcing_env",
     "follower_env",
     "import_bundle",
     "is_embedded",
+    "leader_duties",
     "memory_env",
     "policy_config",
     "secrets_of",
@@ -72,9 +83,13 @@ __all__ = [
 ]
 
 
+TRANSCODER_TOPIC = get_topic(MsgspecTranscoder)
+"""The library's JSON format, decoded with msgspec (:mod:`ledger.adapters.transcoding`)."""
+
+
 def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> dict[str, str]:
     """The library's environment for a store; snapshots on, DB functions never (notes §5)."""
-    common = {"IS_SNAPSHOTTING_ENABLED": "y"}
+    common = {"IS_SNAPSHOTTING_ENABLED": "y", "TRANSCODER_TOPIC": TRANSCODER_TOPIC}
     if isinstance(store, SQLiteStore):
         if store.path != ":memory:":
             Path(store.path).parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +145,7 @@ def memory_env() -> dict[str, str]:
     return {
         "PERSISTENCE_MODULE": get_topic(POPOLedgerFactory),
         "IS_SNAPSHOTTING_ENABLED": "y",
+        "TRANSCODER_TOPIC": TRANSCODER_TOPIC,
     }
 
 
@@ -143,14 +159,47 @@ def slot_template(settings: Settings) -> SlotTemplate:
     )
 
 
+def coolify_target(settings: Settings) -> CoolifyTarget:
+    return CoolifyTarget(
+        project_uuid=settings.coolify_project_uuid,
+        server_uuid=settings.coolify_server_uuid,
+        environment_name=settings.coolify_environment_name,
+    )
+
+
+def build_budget(settings: Settings) -> RequestBudget:
+    """One budget for every process of a PostgreSQL store, in memory on SQLite."""
+    store, per_minute = settings.store, settings.coolify_requests_per_minute
+    if isinstance(store, PostgresStore):
+        return RequestBudget.on_postgres(store.conninfo(), store.schema, per_minute)
+    return RequestBudget(per_minute)
+
+
 def build_coolify(settings: Settings, on_response: ResponseHook | None = None) -> CoolifyClient:
+    """The process's Coolify client, with its request budget, once the settings passed
+    the start-up checks (:mod:`ledger.adapters.coolify.checks`)."""
     token = settings.coolify_token.get_secret_value()
     if not token:
         msg = "LEDGER_COOLIFY_TOKEN is not set: the deploy flow needs a Coolify API token"
         raise ConfigurationError(msg)
-    return CoolifyClient(
-        settings.coolify_url, token, timeout=settings.coolify_timeout_s, on_response=on_response
-    )
+    budget = build_budget(settings)
+    try:
+        client = CoolifyClient(
+            settings.coolify_url,
+            token,
+            timeout=settings.coolify_timeout_s,
+            on_response=on_response,
+            budget=budget,
+        )
+    except BaseException:
+        budget.close()
+        raise
+    try:
+        check_at_start(client, coolify_target(settings))
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def build_permits(settings: Settings) -> DeployPermits:
@@ -172,7 +221,40 @@ def policy_config(settings: Settings) -> PolicyConfig:
         recovery_max_attempts=settings.recovery_max_attempts,
         retire_mode=settings.retire_mode,
         policy_tick_s=settings.policy_tick_s,
+        releasing_timeout_s=2 * settings.stop_timeout_s,
     )
+
+
+def drift_config(settings: Settings) -> DriftConfig:
+    return DriftConfig(
+        pool_name=settings.pool_name,
+        slot_prefix=settings.slot_prefix,
+        project_uuid=settings.coolify_project_uuid,
+        environment_name=settings.coolify_environment_name,
+        retire_mode=settings.retire_mode,
+        interval_s=settings.drift_interval_s,
+        grace_s=settings.drift_grace_s,
+    )
+
+
+def checker_config(settings: Settings) -> CheckerConfig:
+    grace = settings.invariant_deploying_grace_s
+    return CheckerConfig(
+        pool_name=settings.pool_name,
+        queue_wait_s=settings.invariant_queue_wait_s,
+        deploying_timeout_s=settings.deploying_timeout_s,
+        deploying_grace_s=2 * settings.policy_tick_s if grace is None else grace,
+        checkpoint_events=settings.invariant_checkpoint_events,
+    )
+
+
+def leader_duties(settings: Settings, ledger: SlotLedger, coolify: CoolifyClient) -> list[Duty]:
+    """What the policy worker's leader runs beside the policies: drift reconciliation and
+    the always-on invariant checker."""
+    return [
+        Reconciler(ledger, coolify, drift_config(settings)),
+        InvariantChecker(ledger, checker_config(settings)),
+    ]
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -197,17 +279,27 @@ def build_deployer(
     ledger: SlotLedger,
     coolify: CoolifyClient,
     *,
-    poll_s: float = 1.0,
-    status_grace_s: float = 90.0,
+    poll_s: float | None = None,
+    status_grace_s: float | None = None,
 ) -> SlotDeployer:
+    """``poll_s`` (poll that often, without backoff) and ``status_grace_s`` override
+    the settings, for tests that need a quick deploy flow."""
+    polling = (
+        Polling(settings.poll_initial_s, settings.poll_max_s)
+        if poll_s is None
+        else Polling(poll_s, poll_s)
+    )
     return SlotDeployer(
         ledger,
         coolify,
         slot_template(settings),
         build_permits(settings),
         queue_timeout_s=settings.queue_timeout_s,
-        poll_s=poll_s,
-        status_grace_s=status_grace_s,
+        polling=polling,
+        exited_grace_s=settings.exited_grace_s if status_grace_s is None else status_grace_s,
+        stop_timeout_s=settings.stop_timeout_s,
+        status_lag_s=settings.status_lag_s,
+        deploy_retries=settings.deploy_retries,
     )
 
 

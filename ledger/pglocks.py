@@ -2,8 +2,9 @@
 
 Every component that coordinates processes through the database takes its locks here:
 schema creation (:func:`ddl_lock`), the policy worker's leadership, the deploy permits,
-and the read models' writer and rebuild locks. Keys come from :func:`lock_key` only, so
-two locks can never collide by accident and ``pg_locks`` reads the same way for all.
+the read models' writer and rebuild locks, and the event log's position allocation and
+in-flight register (:func:`log_keys`). Keys come from :func:`lock_key` only, so two locks
+can never collide by accident and ``pg_locks`` reads the same way for all.
 A base module: it imports nothing of ours.
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "ddl_lock",
     "ddl_missing",
     "lock_key",
+    "log_keys",
     "try_lock",
     "try_lock_first",
     "unlock",
@@ -51,6 +53,20 @@ def lock_key(*parts: str | int) -> int:
 
 DDL_LOCK_KEY = lock_key("ddl")
 """The one lock under which every component creates its tables."""
+
+
+def log_keys(schema: str, table: str) -> tuple[int, int]:
+    """The two keys of an events table's lock-free appends (``ledger.adapters.postgres``):
+    the bigint key of the short lock under which a writer allocates its block of log
+    positions, and the int4 class of the shared transaction locks ``(class, position)``
+    by which in-flight writers register the position they allocate after.
+
+    The class lives in the two-int4 key space (``objsubid = 2`` in ``pg_locks``), apart
+    from every :func:`lock_key` (``objsubid = 1``); it is positive and never 0. Two tables
+    that share a class only make each other's readers wait for each other's writers."""
+    allocate = lock_key("log-allocate", schema, table)
+    register = lock_key("log-register", schema, table) & 0x7FFFFFFF or 1
+    return allocate, register
 
 
 def try_lock(conn: psycopg.Connection[Any], key: int) -> bool:

@@ -35,13 +35,18 @@ from typing import Protocol, Self
 
 from ledger import bootstrap
 from ledger.adapters.coolify import CoolifyClient
+from ledger.adapters.coolify.checks import CoolifyProbe
 from ledger.adapters.leadership import WorkerLeadership
 from ledger.adapters.logs import TransitionLog
 from ledger.adapters.metrics import Gauges, Metrics
 from ledger.application import SlotLedger
+from ledger.application.checker import ViolationBoard
 from ledger.application.deploy import CoolifySlotRuntime, SlotDeployer
+from ledger.application.operations import Operator
 from ledger.application.worker import Worker
 from ledger.domain import SlotStatus
+from ledger.domain.invariants import KINDS
+from ledger.domain.violations import OpenViolation
 from ledger.errors import SlotLedgerError, store_unavailable
 from ledger.loops import Backoff, Health, LoopHealth, describe_error, log_failure
 from ledger.settings import Settings
@@ -56,6 +61,7 @@ __all__ = [
     "lag_seconds",
     "loop_problem",
     "start_service",
+    "violation_problem",
 ]
 
 log = logging.getLogger("ledger.service")
@@ -147,6 +153,12 @@ def loop_problem(health: LoopHealth) -> str:
     return f"{health.name} is failing ({health.consecutive_failures} in a row): {health.last_error}"
 
 
+def violation_problem(violation: OpenViolation) -> str:
+    """An open invariant violation, in one line of ``/readyz``'s problems."""
+    v = violation
+    return f"invariant violated: {v.kind} at position {v.position}: {v.detail}"
+
+
 def lag_seconds(lag: Lag) -> float:
     """How late the read models are, in seconds: 0 when caught up, else the age of the
     newest projected event (an upper bound). ``Lag.seconds`` alone grows while the log
@@ -157,13 +169,15 @@ def lag_seconds(lag: Lag) -> float:
 @dataclass(frozen=True)
 class Readiness:
     """Whether the service can answer correctly now, and if not, why; with the health of
-    every loop and the parked events per consumer."""
+    every loop, the parked events per consumer and the open invariant violations (also
+    among the problems, which they leave ready)."""
 
     ready: bool
     problems: list[str] = field(default_factory=list)
     lag: Lag | None = None
     loops: list[LoopHealth] = field(default_factory=list)
     parked: dict[str, int] = field(default_factory=dict)
+    violations: list[OpenViolation] = field(default_factory=list)
 
 
 def start_service(build: Callable[[], Service], timeout_s: float) -> Service:
@@ -212,6 +226,9 @@ class Service:
     counted in ``/metrics``) but keep the process in its load balancer, where taking
     every server out during a Coolify outage would turn it into a full outage. For the
     same reason "no worker leads" (:class:`WorkerLeadership`) is shown, not a problem.
+    An open invariant violation (read from the log, whoever checks) is listed among the
+    problems and keeps the process ready: the data is suspect, the API still answers, and
+    taking it away would not make the data better.
     """
 
     ESSENTIAL = frozenset({ReadModels.CONSUMER, "queue-drain"})
@@ -228,8 +245,8 @@ class Service:
         *,
         demo: Sidecar | None = None,
         worker: bool | None = None,
-        deploy_poll_s: float = 1.0,
-        status_grace_s: float = 90.0,
+        deploy_poll_s: float | None = None,
+        status_grace_s: float | None = None,
         drain_interval_s: float = 1.0,
     ) -> None:
         self.demo = demo
@@ -252,9 +269,12 @@ class Service:
         self.transitions = TransitionLog(self.ledger, [self.metrics.transition])
         self.metrics.watch(self.gauges)
         self.metrics.watch_loops(lambda: self.loops())
+        self.violations = ViolationBoard(self.ledger, self.settings.pool_name)
+        self.metrics.watch_violations(self.violations.totals, KINDS)
         self._secrets = bootstrap.secrets_of(self.settings)
         self._loops: list[Callable[[int | None], LoopHealth]] = []
         self._deployer: SlotDeployer | None = None
+        self._operator: Operator | None = None
         self._stops: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self.started = False
@@ -275,6 +295,7 @@ class Service:
                 self._stop_parts()
                 self._loops.clear()
                 self._deployer = None
+                self._operator = None
                 raise
             self.started = True
         log.info("service started: store %s", self.settings.store.redacted())
@@ -286,6 +307,16 @@ class Service:
             settings = self.demo.start(settings)
         coolify = bootstrap.build_coolify(settings, on_response=self.metrics.coolify_response)
         self._stops.append(coolify.close)
+        if coolify.budget is not None:
+            self.metrics.watch_budget(coolify.budget.stats)
+        self._probe_coolify(settings, coolify)
+        # A changed LEDGER_MAX_POOL_SIZE takes effect as one PoolResized (and the pool
+        # exists, so its maxSize shows, before its first slot).
+        self.ledger.ensure_pool(ctx=self.ledger.context("operator"))
+        runtime = CoolifySlotRuntime(coolify)
+        operator = Operator(self.ledger, lambda: runtime, settings.retire_mode, background=True)
+        self._stops.append(operator.close)
+        self._operator = operator
         deployer = bootstrap.build_deployer(
             settings,
             self.ledger,
@@ -322,7 +353,9 @@ class Service:
     def _start_worker(self, settings: Settings, coolify: CoolifyClient) -> None:
         election = bootstrap.election_for(settings)
         config = bootstrap.policy_config(settings)
-        worker = Worker(config, self.ledger, CoolifySlotRuntime(coolify), election)
+        duties = bootstrap.leader_duties(settings, self.ledger, coolify)
+        runtime = CoolifySlotRuntime(coolify)
+        worker = Worker(config, self.ledger, runtime, election, duties=duties)
         stop = threading.Event()
         thread = threading.Thread(
             target=worker.run, args=(stop,), name="policy-worker", daemon=True
@@ -334,7 +367,23 @@ class Service:
             thread.join(timeout=10)
 
         self._stops.append(stop_worker)
-        self._loops.append(lambda head: worker.health(alive=thread.is_alive()))
+        for index in range(1 + len(duties)):  # the policy loop, then each duty
+            self._loops.append(self._worker_loop(worker, thread, index))
+
+    @staticmethod
+    def _worker_loop(
+        worker: Worker, thread: threading.Thread, index: int
+    ) -> Callable[[int | None], LoopHealth]:
+        return lambda head: worker.loops(alive=thread.is_alive())[index]
+
+    def _probe_coolify(self, settings: Settings, coolify: CoolifyClient) -> None:
+        """Coolify's reachability (and, until they pass, the start-up checks) as the
+        ``coolify`` loop: shown in ``/readyz`` and ``/metrics``, never making the process
+        not ready (:mod:`ledger.adapters.coolify.checks` says why). A failing probe
+        retries with backoff up to its interval, not every two seconds."""
+        interval = settings.coolify_probe_interval_s
+        probe = CoolifyProbe(coolify, bootstrap.coolify_target(settings), interval)
+        self._every(probe.NAME, probe, interval, probe.shown, max_backoff_s=interval)
 
     def _watch_workers(self, settings: Settings) -> None:
         """Show whether a ``slotledger worker`` leads (see :class:`WorkerLeadership`);
@@ -349,8 +398,9 @@ class Service:
         action: Callable[[], object],
         interval_s: float,
         shown: Callable[[LoopHealth], LoopHealth] = lambda health: health,
+        max_backoff_s: float = 2.0,
     ) -> None:
-        periodic = Periodic(name, action, interval_s)
+        periodic = Periodic(name, action, interval_s, max_backoff_s)
         periodic.start()
         self._stops.append(periodic.stop)
         self._loops.append(lambda head: shown(periodic.health()))
@@ -405,16 +455,38 @@ class Service:
             raise NotStarted("the service is not running: deployments are unavailable")
         return self._deployer
 
-    def settle(self, position: int | None = None, timeout: float = 2.0) -> None:
-        """Wait until the read models include a write (its position, or by default the
-        log's head, which includes every write made so far), so a client that acted
-        reads its own write next; a slow projection delays the answer, never fails it."""
-        if position is None:
-            position = self.ledger.recorder.max_notification_id() or 0
+    @property
+    def operator(self) -> Operator:
+        if self._operator is None:
+            raise NotStarted("the service is not running: operator actions are unavailable")
+        return self._operator
+
+    def settle(self, position: int | None = None) -> None:
+        """Read-your-writes, on the command path: a write (at ``position``; by default
+        the latest) was committed, so the follower takes it now, without waiting for a
+        notification or its poll. The command's answer does not wait for the read
+        models: it is built from the command's own result. The queries wait instead,
+        only while the models are behind (:meth:`caught_up`)."""
+        self.follower.wake(position)
+
+    def caught_up(self, timeout: float = 2.0) -> None:
+        """The read barrier of every query: return once the read models include every
+        write committed before this call, in any process on the store (the log's head is
+        read from the store), so a client reads its own writes, and on PostgreSQL every
+        server answers with every write any server acknowledged first. Woken by the
+        follower, never polled. A slow projection delays the query by ``timeout`` at
+        most; a failing follower or store does not delay it (the query answers stale,
+        or fails on its own with a 503)."""
+        if not self.started or self.follower.health_record.consecutive_failures:
+            return
         try:
-            self.follower.wait(position, timeout)
+            head = self.ledger.recorder.max_notification_id() or 0
+            self.follower.wait(head, timeout)
         except ReadModelTimeout as e:
             log.warning("answering before the read models caught up: %s", e.detail)
+        except Exception as e:
+            if store_unavailable(e) is None:
+                raise
 
     def lag(self) -> Lag:
         return self.follower.lag()
@@ -451,6 +523,7 @@ class Service:
         try:
             lag = self.lag()  # reads the log's head (the store) and the models' position
             parked = self.models.parked_counts()
+            violations = self.violations.open()
         except Exception as e:
             return Readiness(False, [f"store unreachable: {type(e).__name__}"], loops=self.loops())
         loops = self.loops(lag.head)
@@ -471,4 +544,6 @@ class Service:
             problems.append(
                 f"the read models miss {missed} parked event(s): see `slotledger parked`"
             )
-        return Readiness(not problems, problems, lag, loops, parked)
+        ready = not problems  # a violation shows, and leaves the API available
+        problems += [violation_problem(v) for v in violations]
+        return Readiness(ready, problems, lag, loops, parked, violations)

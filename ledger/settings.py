@@ -146,6 +146,13 @@ class Settings(BaseSettings):
     coolify_project_uuid: str = ""
     coolify_server_uuid: str = ""
     coolify_environment_name: str = "production"
+    coolify_requests_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 150
+    """Coolify's default limit is 200 per minute per token. On PostgreSQL every process of
+    the store draws from this one budget; on SQLite the one process does."""
+    coolify_probe_interval_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    drift_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    drift_grace_s: Annotated[float, Field(ge=0, le=86_400)] = 120.0
+    """How long a drift must stay seen before it is recorded and acted on."""
     slot_image: str = "ghcr.io/example/meeting-bot"
     slot_image_tag: str = "latest"
     max_concurrent_deployments: Annotated[int, Field(ge=1, le=100)] = 4
@@ -174,7 +181,33 @@ class Settings(BaseSettings):
         Field(validation_alias=AliasChoices("LEDGER_RETIRE_MODE", "RETIRE_MODE")),
     ] = "delete"
     policy_tick_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    invariant_queue_wait_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    """The always-on checker: how long a queue may wait while a slot it could take is idle."""
+    invariant_deploying_grace_s: Annotated[float | None, Field(gt=0, le=86_400)] = None
+    """How late past ``DEPLOYING_TIMEOUT`` the stale-deploying policy's decision may come
+    before the checker records a slot stuck deploying; unset: two policy ticks."""
+    invariant_checkpoint_events: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000
+    """How many events the checker reads between two checkpoints of its state (what a
+    restarted worker reads again, at most)."""
     queue_timeout_s: Annotated[float, Field(gt=0, le=600)] = 300.0
+    poll_initial_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """The deploy flow's first pause between two polls of Coolify; each next one is
+    half again as long, up to ``poll_max_s``, every one off by up to 20 %."""
+    poll_max_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    """The longest pause between two polls: the origin system polls every 15 s ± 20 %."""
+    status_lag_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """How late Coolify's status may be: its status sweep runs about once a minute."""
+    exited_grace_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    """How long after its deployment finished a container may take to be seen running.
+    Until Coolify's status sweep (about once a minute, ``status_lag_s``) looks, the app
+    shows the bare ``running`` its deployment job wrote; two sweep periods let one sweep
+    be late or skipped before a slot fails."""
+    stop_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 180.0
+    """How long a release waits for Coolify to report its container gone (cancel, the
+    queued stop job, the container's stop grace period) before the slot fails."""
+    deploy_retries: Annotated[int, Field(ge=0, le=10)] = 1
+    """How many times a bot's request is tried again on another slot after its deploy
+    failed (there, or at the head of the queue)."""
     start_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     """How long ``serve`` keeps retrying its start while the store is unavailable."""
 
@@ -190,15 +223,37 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings, turning validation errors into one clear ConfigurationError."""
+    """Read settings, turning validation errors into one clear ConfigurationError: each
+    problem once, after the variable the user set (its code, ``bad_configuration``, says
+    the rest)."""
     try:
         return Settings(**overrides)
     except ValidationError as e:
         problems = "; ".join(f"{_variable(err['loc'])}: {err['msg']}" for err in e.errors())
-        raise ConfigurationError(f"bad configuration: {problems}") from None
+        raise ConfigurationError(problems) from None
 
 
 def _variable(loc: tuple[int | str, ...]) -> str:
-    """The environment variable behind a validation error's location."""
-    name = "_".join(str(p) for p in loc).upper()
-    return name if name.startswith("LEDGER_") else f"LEDGER_{name}"
+    """The environment variable behind a validation error's location: of the names a
+    setting answers to (``LEDGER_DEPLOYING_TIMEOUT``, ``DEPLOYING_TIMEOUT``), the first one
+    set in the environment or ``.env``, as pydantic-settings reads them (pydantic names
+    the first alias, whichever was set); ``LEDGER_<NAME>`` when none is."""
+    import os
+
+    from dotenv import dotenv_values
+
+    head = str(loc[0]).upper() if loc else ""
+    names = [head if head.startswith("LEDGER_") else f"LEDGER_{head}"]
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else []
+        spelled = [c.upper() for c in choices if isinstance(c, str)] or [f"LEDGER_{name.upper()}"]
+        if head == name.upper() or head in spelled:
+            names = spelled
+            break
+    env_file = Settings.model_config.get("env_file")
+    dotenv = (
+        dotenv_values(env_file) if isinstance(env_file, str) and Path(env_file).is_file() else {}
+    )
+    given = {key.upper() for key in (*os.environ, *dotenv)}
+    return next((n for n in names if n in given), names[0])

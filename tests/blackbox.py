@@ -129,11 +129,20 @@ class Cluster:
         self.processes: list[Process] = []
 
     def fake_coolify(
-        self, *, deploy_delay: float = 0.05, rate_limit: int = 0, name: str = "fake-coolify"
+        self,
+        *,
+        deploy_delay: float = 0.05,
+        rate_limit: int = 0,
+        name: str = "fake-coolify",
+        stop_delay: float = 0.3,
+        status_interval: float = 0.3,
     ) -> HttpProcess:
+        """The fake lags like Coolify, briefly: the stop job runs ``stop_delay`` after the
+        request, the status sweep every ``status_interval``."""
         port = free_port()
         args = ["fake-coolify", "--port", str(port), "--deploy-delay", str(deploy_delay)]
         args += ["--rate-limit", str(rate_limit)]
+        args += ["--stop-delay", str(stop_delay), "--status-interval", str(status_interval)]
         fake = HttpProcess(
             name,
             args,
@@ -148,7 +157,12 @@ class Cluster:
 
     def env(self, database_url: str, coolify: HttpProcess | None, **extra: str) -> dict[str, str]:
         """The settings of a ledger process pointed at the store and the fake."""
-        values = {"LEDGER_DATABASE_URL": database_url, "LEDGER_MAX_POOL_SIZE": "8"}
+        values = {
+            "LEDGER_DATABASE_URL": database_url,
+            "LEDGER_MAX_POOL_SIZE": "8",
+            # The tests' fake has no rate limit unless asked; the budget tests set their own.
+            "LEDGER_COOLIFY_REQUESTS_PER_MINUTE": "10000",
+        }
         if coolify is not None:
             values |= {
                 "LEDGER_COOLIFY_URL": coolify.url + "/api/v1",

@@ -47,6 +47,8 @@ def describe(slot: SlotRow, last_error: str | None) -> str:
     """The description for a slot's current state (at most 255 characters, no ``<``/``>``)."""
     if slot.retired:
         text = f"[RETIRED] Out of the pool - {iso_utc(slot.status_since)}"
+    elif slot.bot_id is None and slot.status in (SlotStatus.DEPLOYING, SlotStatus.BUSY):
+        text = "[RELEASING] Stopping the last lease's container..."
     elif slot.status is SlotStatus.DEPLOYING:
         text = f"[DEPLOYING] Bot #{slot.bot_id} - Starting container..."
     elif slot.status is SlotStatus.BUSY:

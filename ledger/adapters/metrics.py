@@ -12,7 +12,7 @@ one process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from ledger.adapters.coolify.budget import BudgetStats
 from ledger.adapters.logs import SlotTransition
 from ledger.domain import SlotStatus
 from ledger.loops import LoopHealth
@@ -156,6 +157,73 @@ class _LoopCollector(Collector):
         yield from (up, failures, in_a_row, age, tasks)
 
 
+class _ViolationCollector(Collector):
+    """The invariant violations recorded in the log, by kind, at each scrape: every
+    process of the store shows the same totals, whichever one checks. A failed reading
+    drops the families from that scrape."""
+
+    def __init__(self, read: Callable[[], Mapping[str, int]], kinds: Sequence[str]) -> None:
+        self._read = read
+        self._kinds = kinds
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            totals = self._read()
+        except Exception as e:
+            log.warning("metrics: could not read the invariant violations: %r", e)
+            return
+        recorded = CounterMetricFamily(
+            "slotledger_invariant_violations",
+            "Invariant violations the always-on checker recorded (InvariantViolated), by kind.",
+            labels=["kind"],
+        )
+        for kind in sorted({*self._kinds, *totals}):
+            recorded.add_metric([kind], totals.get(kind, 0))
+        yield recorded
+
+
+class _BudgetCollector(Collector):
+    """The Coolify request budget (:mod:`ledger.adapters.coolify.budget`), at each scrape."""
+
+    def __init__(self, read: Callable[[], BudgetStats]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        budget = self._read()
+        yield GaugeMetricFamily(
+            "slotledger_coolify_budget_per_minute",
+            "Coolify requests the budget allows per minute (on PostgreSQL, for every process "
+            "of the store together).",
+            budget.per_minute,
+        )
+        for name, text, value in (
+            ("requests", "Coolify requests this process sent, retries included.", budget.sent),
+            ("budget_waits", "Coolify requests that waited for room in the budget.", budget.waits),
+            (
+                "budget_wait_seconds",
+                "Time Coolify requests spent waiting for room in the budget.",
+                budget.waited_s,
+            ),
+            (
+                "budget_timeouts",
+                "Coolify requests not sent: no room came in the budget in time.",
+                budget.timeouts,
+            ),
+            (
+                "budget_fallbacks",
+                "Times the shared budget could not be reached and this process drew from its own.",
+                budget.fallbacks,
+            ),
+        ):
+            yield CounterMetricFamily(f"slotledger_coolify_{name}", text, value)
+        if budget.available is not None:
+            yield GaugeMetricFamily(
+                "slotledger_coolify_budget_available",
+                "Coolify requests the budget has room for now (the limit less the last minute's).",
+                budget.available,
+            )
+
+
 class Metrics:
     """The instruments of one service."""
 
@@ -195,6 +263,17 @@ class Metrics:
     def watch_loops(self, read: Callable[[], list[LoopHealth]]) -> None:
         """Expose the loops' health, read with ``read`` at each scrape."""
         self.registry.register(_LoopCollector(read))
+
+    def watch_violations(
+        self, read: Callable[[], Mapping[str, int]], kinds: Sequence[str] = ()
+    ) -> None:
+        """Expose the recorded invariant violations per kind (each of ``kinds`` from 0),
+        read with ``read`` at each scrape."""
+        self.registry.register(_ViolationCollector(read, kinds))
+
+    def watch_budget(self, read: Callable[[], BudgetStats]) -> None:
+        """Expose the Coolify request budget, read with ``read`` at each scrape."""
+        self.registry.register(_BudgetCollector(read))
 
     def coolify_response(self, method: str, path: str, status: int) -> None:
         """The Coolify client's response hook."""

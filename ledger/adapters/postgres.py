@@ -10,14 +10,19 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
+from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_type_hints
+from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
-    IntegrityError,
+    InterfaceError,
+    Notification,
+    OperationalError,
     StoredEvent,
 )
 from eventsourcing.postgres import (
@@ -27,13 +32,13 @@ from eventsourcing.postgres import (
     PostgresRecorder,
     PostgresTrackingRecorder,
 )
-from psycopg import Cursor
+from eventsourcing.utils import retry
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from ledger.adapters.sql import DDL, SQL_TEMPLATES, SQLIndexes, enum_fields, first_versions
+from ledger.adapters.sql import DDL, SQL_TEMPLATES, SQLIndexes, enum_fields, upsert_sql
 from ledger.application.deploy import DeployFailed, DeployPermits
-from ledger.application.ports import QueueRow, SlotRow, index_rows
+from ledger.application.ports import IndexRow, QueueRow, SlotRow, index_rows, row_key
 from ledger.application.worker import LeaderElection
 from ledger.errors import StoreUnavailable, store_unavailable
 from ledger.pglocks import (
@@ -42,6 +47,7 @@ from ledger.pglocks import (
     ddl_lock,
     ddl_missing,
     lock_key,
+    log_keys,
     try_lock,
     try_lock_first,
     unlock,
@@ -61,9 +67,95 @@ R_PG = TypeVar("R_PG", bound=PostgresRecorder)
 TTracking = TypeVar("TTracking", bound=PostgresTrackingRecorder)
 
 
+LOG_FUNCTIONS = ("slotledger_log_allocate_v1", "slotledger_log_horizon_v1")
+"""The event log's server-side functions, shared by every events table of a schema (each
+call names its table's sequence and keys). A change of body gets a new version suffix,
+so processes of two versions never run each other's."""
+
+_ALLOCATE_FUNCTION = """
+CREATE OR REPLACE FUNCTION {allocate}(
+    seq regclass, allocation_key bigint, register integer, n integer)
+RETURNS bigint LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    head bigint;
+BEGIN
+    -- Blocks of positions are handed out one at a time, so a transaction's events are
+    -- contiguous; the lock is held for these three steps only, never to the commit.
+    PERFORM pg_advisory_lock(allocation_key);
+    BEGIN
+        head := coalesce(pg_sequence_last_value(seq), 0);
+        -- Registered before the positions exist: held to the end of the transaction,
+        -- it tells readers that positions after head may still appear.
+        PERFORM pg_advisory_xact_lock_shared(register, head::bit(32)::integer);
+        PERFORM setval(seq, head + n);
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        PERFORM pg_advisory_unlock(allocation_key);
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock(allocation_key);
+    RETURN head + 1;
+END
+$fn$"""
+
+_HORIZON_FUNCTION = """
+CREATE OR REPLACE FUNCTION {horizon}(seq regclass, register integer)
+RETURNS bigint LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    head bigint;
+    oldest bigint;
+BEGIN
+    -- The head first, the register second: a writer missing from the register
+    -- allocates after both reads, so past the head.
+    head := coalesce(pg_sequence_last_value(seq), 0);
+    -- A registered position is kept modulo 2^32: rebuilt as the one nearest the head.
+    SELECT min(head + ((l.objid::bigint - head) % 4294967296 + 6442450944) % 4294967296
+                    - 2147483648)
+      INTO oldest
+      FROM pg_catalog.pg_locks l
+     WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = register::oid
+       AND l.database = (SELECT oid FROM pg_catalog.pg_database
+                          WHERE datname = current_database());
+    RETURN least(head, oldest);
+END
+$fn$"""
+
+_PG_TYPES: Mapping[type, str] = {
+    UUID: "uuid",
+    str: "text",
+    datetime: "timestamptz",
+    bool: "boolean",
+    int: "bigint",
+}
+
+
+def _pg_array(hint: Any) -> str:
+    """The PostgreSQL array type of a row field's annotation (enums are stored as text)."""
+    kinds = [k for k in get_args(hint) if k is not type(None)] or [hint]
+    kind = next(t for t in _PG_TYPES if isinstance(kinds[0], type) and issubclass(kinds[0], t))
+    return f"{_PG_TYPES[kind]}[]"
+
+
+def _unnest_upsert(table: str, row_type: type[IndexRow], order: str) -> str:
+    """One statement for all rows of a kind: a column array each, in ``order``."""
+    hints = get_type_hints(row_type)
+    names = [f.name for f in fields(row_type)]
+    arrays = ", ".join(f"%s::{_pg_array(hints[n])}" for n in names)
+    source = f"SELECT * FROM unnest({arrays}) AS v({', '.join(names)}) ORDER BY {order}"
+    return upsert_sql(table, row_type, source)
+
+
 class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
     """PostgreSQL recorder: the indexes are ``<app>_slot_index`` and ``<app>_queue_index``
-    beside ``<app>_events``, in the same schema."""
+    beside ``<app>_events``, in the same schema.
+
+    Appends take no table lock. A save is one transaction sent in one round trip (the
+    index rows, the events, the commit, then the notification), and concurrent saves
+    commit side by side. What keeps readers from passing an event that commits later
+    under a lower position is the in-flight register: a writer allocates its block of
+    positions only after registering, with a shared transaction advisory lock, the
+    position it allocates after; readers read only up to the lowest registered position
+    (or the sequence's head when none is), which :meth:`max_notification_id` answers.
+    """
 
     def __init__(
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
@@ -81,37 +173,173 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
         types = {"uuid": SQL("uuid"), "ts": SQL("timestamptz"), "bool": SQL("boolean")}
         self.sql_create_statements.extend(SQL(ddl).format(**names, **types) for ddl in DDL)
         self._sql = {k: SQL(q).format(**names) for k, q in SQL_TEMPLATES.items()}
+        self._table = Identifier(schema, events_table_name)
+        self._log_sql(schema, events_table_name)
+        # Slot rows in bot order, queue rows too: writers that wait on each other's bot
+        # (the unique indexes) wait in one order, so they cannot wait in a cycle.
+        self._row_locks: dict[type[IndexRow], Composed] = {
+            kind: SQL(
+                f"SELECT 1 FROM {{{table}}} WHERE {key} = ANY(%s) ORDER BY {key} FOR UPDATE"
+            ).format(**names)
+            for kind, table, key in ((SlotRow, "slots", "slot_id"), (QueueRow, "queue", "entry_id"))
+        }
+        self._upserts: dict[type[IndexRow], Composed] = {
+            SlotRow: SQL(_unnest_upsert("slots", SlotRow, "v.bot_id, v.slot_id")).format(**names),
+            QueueRow: SQL(_unnest_upsert("queue", QueueRow, "v.bot_id, v.entry_id")).format(
+                **names
+            ),
+        }
 
-    def _insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        """Check versions under row locks, then take the events table lock, then write
-        the index rows (the library inserts the events after this method).
-
-        A lost race fails here, before the table lock every writer queues for: the loser
-        waits only for the winner of its own row, then gives up without costing the
-        others a serialised transaction. No index row is written before the table lock,
-        and row locks are taken in one order, so writers cannot deadlock."""
-        super()._insert_events(curs, stored_events, **kwargs)
-        writes = list(self._index_writes(kwargs))
-        if not writes:
-            return
-        first = first_versions(stored_events)
-        locks = (
-            ("lock_slots", [r.slot_id for r in index_rows(kwargs, SlotRow)]),
-            ("lock_queue", [r.entry_id for r in index_rows(kwargs, QueueRow)]),
+    def _log_sql(self, schema: str, table: str) -> None:
+        """The statements of the lock-free log: its functions, the migration of a table
+        made by the library (whose writers took the table lock), the append, the reads."""
+        allocation_key, register = log_keys(schema, table)
+        allocate, horizon = (Identifier(schema, f) for f in LOG_FUNCTIONS)
+        self.sql_create_statements += [
+            SQL(_ALLOCATE_FUNCTION).format(allocate=allocate),
+            SQL(_HORIZON_FUNCTION).format(horizon=horizon),
+            # A writer that allocates no block (the library's insert, an older ledger)
+            # would break readers: without a default its inserts fail instead.
+            SQL("ALTER TABLE {} ALTER COLUMN notification_id DROP DEFAULT").format(self._table),
+        ]
+        qualified = Literal(self._table.as_string())
+        seq = SQL("pg_catalog.pg_get_serial_sequence({}, 'notification_id')::regclass").format(
+            qualified
         )
-        for query, keys in locks:
-            if not keys:
-                continue
-            curs.execute(self._sql[query], (keys,))
-            found = {r["id"]: r["version"] for r in curs.fetchall()}
-            for key in keys:
-                if found.get(key, 0) != first.get(key, 1) - 1:
-                    raise IntegrityError(f"{key} was changed concurrently")
-        self._lock_table(curs)
-        for query, params in writes:
-            curs.execute(self._sql[query], params)
+        self._has_default = SQL(
+            "SELECT count(*) AS n FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_attribute a "
+            "ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+            "WHERE d.adrelid = to_regclass({}) AND a.attname = 'notification_id'"
+        ).format(qualified)
+        self._horizon = SQL("{}({}, {})").format(horizon, seq, Literal(register))
+        self._append = SQL(
+            "INSERT INTO {table} (originator_id, originator_version, topic, state, "
+            "notification_id) "
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state, a.first + e.ord - 1 "
+            "FROM unnest(%s::{schema}.{event}[]) WITH ORDINALITY "
+            "AS e(originator_id, originator_version, topic, state, ord), "
+            "{allocate}({seq}, {key}, {register}, %s) AS a(first) "
+            # Rows are inserted in key order (their positions stay in the save's order), so
+            # writers that wait on each other's events wait in one order.
+            "ORDER BY e.originator_id, e.originator_version RETURNING notification_id"
+        ).format(
+            table=self._table,
+            schema=Identifier(schema),
+            event=Identifier(self.stored_event_type_name),
+            allocate=allocate,
+            seq=seq,
+            key=Literal(allocation_key),
+            register=Literal(register),
+        )
+        self._lock_timeout = SQL("SET LOCAL lock_timeout = {}").format(
+            Literal(f"{self.datastore.lock_timeout}s")
+        )
+        self._notify = SQL("NOTIFY {}").format(Identifier(self.channel_name))
+        self._abandon = SQL("ROLLBACK; NOTIFY {}").format(Identifier(self.channel_name))
+        self._max_position = SQL(
+            "SELECT max(notification_id) AS max FROM {} WHERE notification_id <= (SELECT {})"
+        ).format(self._table, self._horizon)
+
+    def needs_migration(self, conn: psycopg.Connection[DictRow]) -> bool:
+        """Whether the events table still has the library's default (no lock taken)."""
+        row = conn.execute(self._has_default).fetchone()
+        return bool(row and row["n"])
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The events and their index rows in one transaction, sent in one round trip
+        with the commit and, after it, the notification; the positions, in order.
+
+        Positions are allocated last, after every wait that can end well: a save that
+        waited for another one to commit (a bot's slot released, then acquired here)
+        must come after it in the log, as it does in fact. The waits left after the
+        allocation (another writer's events, with the same keys) only end in failure."""
+        if not stored_events:
+            return []
+        events = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        with self.datastore.get_connection() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute(self._lock_timeout)
+                    for query, params in self._index_writes(kwargs):
+                        conn.execute(query, params)
+                    appended = conn.execute(self._append, (events, len(events)))
+                    conn.execute("COMMIT")
+                    conn.execute(self._notify)
+            except psycopg.Error:
+                # Readers may have waited for this writer: wake them to look again.
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(self._abandon)
+                raise
+            return sorted(row["notification_id"] for row in appended.fetchall())
+
+    def _index_writes(self, kwargs: Mapping[str, Any]) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+        """The existing rows locked first, each kind in key order, so writers of the
+        same rows queue in one order; then one upsert per kind, its columns as arrays."""
+        kinds = [
+            rows for rows in (index_rows(kwargs, SlotRow), index_rows(kwargs, QueueRow)) if rows
+        ]
+        for rows in kinds:
+            yield self._row_locks[type(rows[0])], ([row_key(r) for r in rows],)
+        for rows in kinds:
+            columns = zip(*(self._params(r) for r in rows), strict=True)
+            yield self._upserts[type(rows[0])], tuple(list(c) for c in columns)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def max_notification_id(self) -> int | None:
+        """The last position readers may read up to: every event at or before it has
+        committed (or never will), whatever is still in flight after it."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            row = curs.execute(self._max_position).fetchone()
+            return None if row is None else row["max"]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The library's selection, never past the in-flight horizon: it is read by a
+        statement of its own, so the rows' snapshot is taken after it."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            row = curs.execute(SQL("SELECT {} AS horizon").format(self._horizon)).fetchone()
+            horizon = row["horizon"] if row else 0
+            where = [SQL("notification_id <= %s")]
+            params: list[Any] = [horizon if stop is None else min(stop, horizon)]
+            if start is not None:
+                where.append(
+                    SQL("notification_id >= %s" if inclusive_of_start else "notification_id > %s")
+                )
+                params.append(start)
+            if topics:
+                where.append(SQL("topic = ANY(%s)"))
+                params.append(list(topics))
+            curs.execute(
+                SQL("SELECT * FROM {} WHERE {} ORDER BY notification_id LIMIT %s").format(
+                    self._table, SQL(" AND ").join(where)
+                ),
+                [*params, limit],
+            )
+            return [
+                Notification(
+                    id=r["notification_id"],
+                    originator_id=r["originator_id"],
+                    originator_version=r["originator_version"],
+                    topic=r["topic"],
+                    state=bytes(r["state"]),
+                )
+                for r in curs.fetchall()
+            ]
 
     def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -158,12 +386,15 @@ class PostgresLedgerFactory(PostgresFactory):
 
     def _created(self, recorder: R_PG) -> R_PG:
         """``recorder`` with its tables in place: nothing is run (and no lock taken)
-        when the catalog has them all; else its DDL runs under :func:`postgres_ddl_lock`."""
+        when the catalog has them all and the events table is migrated; else its DDL
+        (idempotent, migration included) runs under :func:`postgres_ddl_lock`."""
         if not super().env_create_table():
             return recorder
         statements = [s.as_string() for s in recorder.sql_create_statements]
         with self.datastore.get_connection() as conn:
-            missing = ddl_missing(conn, self.datastore.schema, statements)
+            missing = ddl_missing(conn, self.datastore.schema, statements) or (
+                isinstance(recorder, PostgresLedgerRecorder) and recorder.needs_migration(conn)
+            )
         if missing:
             with postgres_ddl_lock(self.datastore):
                 recorder.create_table()

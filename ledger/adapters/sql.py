@@ -14,12 +14,10 @@ from dataclasses import fields
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
-
 from ledger.application.ports import IndexRow, LedgerRecorder, QueueRow, SlotRow, index_rows
 from ledger.domain import QueueStatus, SlotStatus
 
-__all__ = ["DDL", "SQL_TEMPLATES", "SQLIndexes", "enum_fields", "first_versions"]
+__all__ = ["DDL", "SQL_TEMPLATES", "SQLIndexes", "enum_fields", "upsert_sql"]
 
 R = TypeVar("R", SlotRow, QueueRow)
 
@@ -40,12 +38,15 @@ DDL = (
 )
 
 
-def _upsert_sql(table: str, row_type: type[IndexRow]) -> str:
-    """An upsert that never moves a row back to an older version."""
+def upsert_sql(table: str, row_type: type[IndexRow], source: str | None = None) -> str:
+    """An upsert of ``row_type`` rows that never moves a row back to an older version.
+
+    The rows come from ``source`` (a query giving the columns in field order), or else
+    from one ``VALUES`` row of parameters."""
     columns = [f.name for f in fields(row_type)]
+    rows = source or f"VALUES ({','.join('%s' for _ in columns)})"
     return (
-        f"INSERT INTO {{{table}}} AS t ({','.join(columns)}) "
-        f"VALUES ({','.join('%s' for _ in columns)}) "
+        f"INSERT INTO {{{table}}} AS t ({','.join(columns)}) {rows} "
         f"ON CONFLICT ({columns[0]}) DO UPDATE SET "
         + ",".join(f"{c}=EXCLUDED.{c}" for c in columns[1:])
         + " WHERE t.version < EXCLUDED.version"
@@ -58,8 +59,8 @@ def _select_sql(table: str, row_type: type[IndexRow], where: str) -> str:
 
 
 SQL_TEMPLATES: Mapping[str, str] = {
-    "upsert_slot": _upsert_sql("slots", SlotRow),
-    "upsert_queue": _upsert_sql("queue", QueueRow),
+    "upsert_slot": upsert_sql("slots", SlotRow),
+    "upsert_queue": upsert_sql("queue", QueueRow),
     "idle": _select_sql(
         "slots",
         SlotRow,
@@ -73,21 +74,7 @@ SQL_TEMPLATES: Mapping[str, str] = {
         "queue", QueueRow, "pool=%s AND status='waiting' ORDER BY priority, queued_at, bot_id"
     ),
     "waiting_by_bot": _select_sql("queue", QueueRow, "bot_id=%s AND status='waiting'"),
-    # Row locks in key order, so that writers never wait on each other in a cycle.
-    "lock_slots": "SELECT slot_id AS id, version FROM {slots} WHERE slot_id = ANY(%s) "
-    "ORDER BY slot_id FOR UPDATE",
-    "lock_queue": "SELECT entry_id AS id, version FROM {queue} WHERE entry_id = ANY(%s) "
-    "ORDER BY entry_id FOR UPDATE",
 }
-
-
-def first_versions(stored_events: Sequence[StoredEvent]) -> dict[UUID, int]:
-    """Each aggregate's first new version in a save: its index row must be one below."""
-    first: dict[UUID, int] = {}
-    for e in stored_events:
-        key = e.originator_id if isinstance(e.originator_id, UUID) else UUID(e.originator_id)
-        first[key] = min(first.get(key, e.originator_version), e.originator_version)
-    return first
 
 
 def enum_fields(row_type: type[IndexRow]) -> Mapping[str, Callable[[Any], Any]]:

@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import ClassVar, Generic, TypeVar
 from uuid import UUID, uuid4
 
-from ledger.application.ports import SlotRow
 from ledger.domain import Pool, QueueEntry, Slot
+from ledger.errors import StaleLease
 
 __all__ = [
     "CANCELLED",
@@ -26,12 +26,14 @@ __all__ = [
     "CancelQueued",
     "Clock",
     "Command",
+    "CompleteRelease",
     "Context",
     "DispatchWaiting",
     "Enqueue",
     "EnsurePool",
     "ExpireDue",
     "Fail",
+    "FailRelease",
     "Heartbeat",
     "MarkDeploying",
     "MarkStarted",
@@ -106,7 +108,12 @@ class Command(Generic[R]):
 
 @dataclass(frozen=True)
 class EnsurePool(Command[Pool]):
-    """Create the pool, or record a new maximum size when the setting changed."""
+    """Create the pool, or record a new maximum size: the setting's when it changed (at
+    start), or ``max_size`` (an operator's resize). A dry run decides and writes nothing."""
+
+    max_size: int | None = None
+    reason: str = "the LEDGER_MAX_POOL_SIZE setting changed"
+    dry_run: bool = False
 
     actor: ClassVar[str] = "operator"
 
@@ -131,18 +138,21 @@ class Acquire(Command[Outcome]):
 
 @dataclass(frozen=True)
 class Release(Command[Outcome]):
-    """Give back the slot a bot holds."""
+    """Give back the slot a bot holds: in one step (``SlotReleased``), or ``staged``:
+    the lease ends now (``SlotReleasing``) and :class:`CompleteRelease` follows once
+    the container is gone."""
 
     bot_id: str
+    staged: bool = False
 
 
 @dataclass(frozen=True)
 class ReleaseOrCancel(Command[Outcome | QueueEntry]):
-    """End whatever the bot holds; ``before_release`` runs before a slot is released
-    (an outcome from it is the answer)."""
+    """End whatever the bot holds: cancel its queue entry, or release its slot
+    (``staged`` as in :class:`Release`)."""
 
     bot_id: str
-    before_release: Callable[[SlotRow], Outcome | None] | None = field(default=None, repr=False)
+    staged: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,13 +198,53 @@ class MarkStarted(SlotUpdate):
 
 @dataclass(frozen=True)
 class Fail(SlotUpdate):
+    """``holder``: only while that bot holds the slot (a deploy fails its own lease, never
+    the container of a lease that is releasing)."""
+
     slot_id: UUID
     reason: str
     reason_code: str = "unspecified"
     lease: int | None = None
+    holder: str | None = None
 
     def apply(self, slot: Slot, at: datetime, ctx: Context) -> None:
+        if self.holder is not None and slot.bot_id != self.holder:
+            msg = f"slot {slot.name} is no longer held by bot {self.holder!r}"
+            raise StaleLease(msg)
         slot.fail(
+            self.reason,
+            reason_code=self.reason_code,
+            at=at,
+            actor=ctx.actor,
+            correlation_id=ctx.correlation_id,
+        )
+
+
+@dataclass(frozen=True)
+class CompleteRelease(SlotUpdate):
+    """The container of a releasing slot's ended lease (of ``bot_id``) is gone."""
+
+    slot_id: UUID
+    bot_id: str
+    lease: int | None = None
+
+    def apply(self, slot: Slot, at: datetime, ctx: Context) -> None:
+        slot.complete_release(
+            self.bot_id, at=at, actor=ctx.actor, correlation_id=ctx.correlation_id
+        )
+
+
+@dataclass(frozen=True)
+class FailRelease(SlotUpdate):
+    """The container of a releasing slot's ended lease did not go away."""
+
+    slot_id: UUID
+    reason: str
+    reason_code: str
+    lease: int | None = None
+
+    def apply(self, slot: Slot, at: datetime, ctx: Context) -> None:
+        slot.fail_release(
             self.reason,
             reason_code=self.reason_code,
             at=at,

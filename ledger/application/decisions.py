@@ -120,10 +120,12 @@ def decide_acquire(
 
 
 def decide_release(view: SlotView, command: Release, ctx: Context, at: datetime) -> Slot:
-    """Give back the slot the bot holds (its guards refuse a slot that cannot be)."""
+    """Give back the slot the bot holds (its guards refuse a slot that cannot be): at
+    once, or ``staged`` (the lease ends now, the slot waits for its container to go)."""
     row = view.holder_row(command.bot_id)
     if row is None:
         raise holds_no_slot(command.bot_id)
     slot = view.load(row)
-    slot.release(command.bot_id, at=at, actor=ctx.actor, correlation_id=ctx.correlation_id)
+    release = slot.begin_release if command.staged else slot.release
+    release(command.bot_id, at=at, actor=ctx.actor, correlation_id=ctx.correlation_id)
     return slot

@@ -1,15 +1,21 @@
 """The deploy flow on Coolify: the seed's acquireOrCreateSlot, configureAndStartSlot and
-releaseSlot, with every step recorded in the ledger before or after the Coolify call.
+releaseSlot, with every step recorded in the ledger before or after the Coolify call
+(the Coolify side of each step: :mod:`ledger.application.containers`).
 
 - ``request``: an idle slot, else a new slot while under the maximum size, else the queue.
   ``SlotAcquired`` is recorded before Coolify is called; the rest runs in the background.
 - ``configure_and_start``: create the application if the slot has none (or recreate it if
-  it vanished outside), write the bot's configuration as env vars, start, record
-  ``SlotDeploying`` with the deployment uuid, follow it to ``finished`` and a ``running:*``
-  container, then ``SlotStarted``. Any Coolify failure ends in ``SlotFailed`` with
-  Coolify's reason. Each step carries the slot's lease, so a deploy that outlives its
-  bot's release cannot touch the next lease.
-- ``release``: stop the container, then ``SlotReleased``; the freed slot goes to the queue.
+  it vanished outside), make its env vars exactly this lease's configuration, start,
+  record ``SlotDeploying`` with the deployment uuid, follow it to ``finished`` and a
+  container Coolify saw running after it, then ``SlotStarted``. A failure ends in
+  ``SlotFailed`` with its reason, and the bot's request is retried on another slot or put
+  back at the head of the queue (``deploy_retries`` times). Each step carries the slot's
+  lease, so a deploy that outlives its bot's release cannot touch the next lease.
+- ``release``: ``SlotReleasing`` ends the bot's lease at once, without calling Coolify;
+  in the background the lease's deployment is cancelled, the container stopped and
+  awaited until Coolify reports it gone, the configuration deleted, then ``SlotReleased``
+  and the freed slot goes to the queue. A container that does not go within
+  ``stop_timeout_s`` fails the slot with the reason (the error-recovery policy takes it).
 
 Concurrent Coolify deployments are capped by :class:`DeployPermits` (Coolify's own cap is
 unreliable): in-process on SQLite, PostgreSQL advisory locks across processes otherwise.
@@ -27,18 +33,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 from uuid import UUID
 
 from ledger.application import Context, Outcome, SlotLedger
-from ledger.application.ports import (
-    Coolify,
-    CreateDockerImageApp,
-    DeploymentStatus,
-    EnvVar,
-    SlotRow,
-)
+from ledger.application.containers import ATTEMPT_KEY, AppDriver, Closed, DeployFailed, Polling
+from ledger.application.ports import Coolify, CreateDockerImageApp, SlotRow
 from ledger.application.unit_of_work import Attempt, LostRace
 from ledger.domain import QueueEntry, Slot, SlotStatus
 from ledger.errors import (
@@ -51,7 +53,6 @@ from ledger.errors import (
     CoolifyNotFound,
     NoIdleSlot,
     PoolFull,
-    SlotLedgerError,
     StaleLease,
     store_unavailable,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "DeployPermits",
     "IdempotencyKeyReused",
     "LocalDeployPermits",
+    "Polling",
     "Queued",
     "ReleaseRate",
     "SlotDeployer",
@@ -80,15 +82,12 @@ _SETTLED_LATER = (
 the ledger's state is the store's, and the lifecycle's own rules settle it."""
 
 
-class DeployFailed(SlotLedgerError):
-    """A deployment did not give a running container; ``reason_code`` groups failures."""
-
-    code = "deploy_failed"
-    http_status = 502
-
-    def __init__(self, detail: str, reason_code: str) -> None:
-        super().__init__(detail)
-        self.reason_code = reason_code
+_LEFT = (
+    "the slot stays releasing until the stale-releasing policy fails it for recovery,"
+    " which stops its container"
+)
+"""What becomes of a release whose process stopped or whose store failed before the
+container was gone."""
 
 
 class IdempotencyKeyReused(BadInput):
@@ -197,13 +196,59 @@ class ReleaseRate:
         return int(position / rate * 1000)
 
 
+_HIGHEST_PRIORITY = -1000
+"""The lowest priority value a queue entry takes: the first served."""
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A bot's request as a deploy carries it, so that a failed deploy can be retried."""
+
+    bot_id: str
+    platform: str | None
+    priority: int
+    queue_timeout_s: float
+    config: dict[str, str]
+    attempt: int = 0
+    """Deploys of this request that failed before this one; through the queue it rides
+    in the entry's configuration (:data:`ATTEMPT_KEY`), so whichever process dispatches
+    the retry knows it."""
+
+    @classmethod
+    def of_entry(cls, entry: QueueEntry, queue_timeout_s: float) -> _Request:
+        config = dict(entry.config)
+        attempt = config.pop(ATTEMPT_KEY, "0")
+        return cls(
+            entry.bot_id,
+            entry.platform,
+            entry.priority,
+            queue_timeout_s,
+            config,
+            int(attempt) if attempt.isdigit() else 0,
+        )
+
+    def again(self) -> _Request:
+        return replace(self, attempt=self.attempt + 1)
+
+    def env(self, slot_id: UUID, lease: int) -> dict[str, str]:
+        """The container's environment: the bot's configuration, then the ledger's keys."""
+        return {
+            **self.config,
+            "SLOTLEDGER_BOT_ID": self.bot_id,
+            "SLOTLEDGER_SLOT_ID": str(slot_id),
+            "SLOTLEDGER_LEASE": str(lease),
+            ATTEMPT_KEY: str(self.attempt),
+        }
+
+    def queued_config(self) -> dict[str, str]:
+        return {**self.config, ATTEMPT_KEY: str(self.attempt)}
+
+
 @dataclass(frozen=True)
 class _Lease:
     slot_id: UUID
+    lease: int
     bot_id: str
-
-
-_ACTIVE = frozenset({DeploymentStatus.QUEUED, DeploymentStatus.IN_PROGRESS})
 
 
 class SlotDeployer:
@@ -217,10 +262,12 @@ class SlotDeployer:
         permits: DeployPermits,
         *,
         queue_timeout_s: float = QueueEntry.DEFAULT_TIMEOUT_S,
-        poll_s: float = 1.0,
+        polling: Polling | None = None,
         ready_timeout_s: float = 900.0,
-        status_grace_s: float = 90.0,
-        start_attempts: int = 3,
+        exited_grace_s: float = 120.0,
+        stop_timeout_s: float = 180.0,
+        status_lag_s: float = 60.0,
+        deploy_retries: int = 1,
         workers: int = 16,
         actor: str = "worker",
     ) -> None:
@@ -229,15 +276,19 @@ class SlotDeployer:
         self.template = template
         self.permits = permits
         self.queue_timeout_s = queue_timeout_s
-        self.poll_s = poll_s
         self.ready_timeout_s = ready_timeout_s
-        self.status_grace_s = status_grace_s
-        self.start_attempts = start_attempts
+        self.exited_grace_s = exited_grace_s
+        self.deploy_retries = deploy_retries
         self.actor = actor
+        self.app = AppDriver(
+            coolify, polling, stop_timeout_s=stop_timeout_s, status_lag_s=status_lag_s
+        )
         self.releases = ReleaseRate()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deploy")
         self._tasks: set[Future[None]] = set()
         self._tasks_lock = threading.Lock()
+        self._turns: dict[UUID, threading.Lock] = {}
+        self._turns_lock = threading.Lock()
         self.failed_deploys = 0
         """Deploys that ended with the slot failed, for ``/metrics`` and ``/readyz``."""
 
@@ -261,7 +312,7 @@ class SlotDeployer:
         queue gets that slot or that entry, and nothing is written. An
         ``idempotency_key`` names the request (it becomes the correlation id): the same
         key with a different request for the bot is :class:`IdempotencyKeyReused`."""
-        config = config or {}
+        config = {k: v for k, v in (config or {}).items() if k != ATTEMPT_KEY}
         ctx = self.ledger.ensure_context(ctx, "api")
         if idempotency_key is not None:
             request: dict[str, Any] = {
@@ -272,6 +323,13 @@ class SlotDeployer:
                 "config": config,
             }
             ctx = ctx.under(keyed_correlation_id(idempotency_key, request))
+        wanted = _Request(
+            bot_id,
+            platform or self.ledger.default_platform,
+            priority,
+            queue_timeout_s or self.queue_timeout_s,
+            config,
+        )
 
         def attempt(_: Attempt) -> Acquired | Queued:
             held = self._held(bot_id, existing=True)
@@ -280,46 +338,34 @@ class SlotDeployer:
                     self._check_key(held, bot_id, ctx.correlation_id)
                 return held
             try:
-                return self._new_request(
-                    bot_id,
-                    platform or self.ledger.default_platform,
-                    priority,
-                    queue_timeout_s or self.queue_timeout_s,
-                    config,
-                    ctx,
-                )
+                return self._new_request(wanted, ctx)
             except (BotAlreadyHoldsSlot, BotAlreadyQueued):
                 # A concurrent request of this bot came first: answer with its result.
                 raise LostRace(f"bot {bot_id!r} asked twice at once") from None
 
         return self.ledger.uow.retrying(f"request of bot {bot_id!r}", attempt)
 
-    def _new_request(
-        self,
-        bot_id: str,
-        platform: str,
-        priority: int,
-        queue_timeout_s: float,
-        config: dict[str, str],
-        ctx: Context,
-    ) -> Acquired | Queued:
-        if not self._queue_ahead(platform):
+    def _new_request(self, wanted: _Request, ctx: Context) -> Acquired | Queued:
+        if not self._queue_ahead(wanted.platform):
             try:
-                outcome = self._take_slot(bot_id, platform, ctx)
+                outcome = self._take_slot(wanted, ctx)
             except (NoIdleSlot, PoolFull):
                 pass
             else:
-                task = self.start_in_background(outcome.slot, bot_id, config, ctx)
+                task = self.start_in_background(outcome.slot, wanted, ctx)
                 return Acquired(outcome.slot, outcome.position, task)
-        entry = self.ledger.enqueue(
-            bot_id,
-            platform=platform,
+        entry = self._enqueue(wanted, wanted.priority, ctx)
+        return self._after_enqueue(entry)
+
+    def _enqueue(self, wanted: _Request, priority: int, ctx: Context) -> QueueEntry:
+        return self.ledger.enqueue(
+            wanted.bot_id,
+            platform=wanted.platform,
             priority=priority,
-            timeout_s=queue_timeout_s,
-            config=config,
+            timeout_s=wanted.queue_timeout_s,
+            config=wanted.queued_config() if wanted.attempt else wanted.config,
             ctx=ctx,
         )
-        return self._after_enqueue(entry)
 
     def _after_enqueue(self, entry: QueueEntry) -> Acquired | Queued:
         """The answer once the entry is written, which must not be an error: the entry
@@ -370,45 +416,18 @@ class SlotDeployer:
         wait = self.releases.estimated_wait_ms(position, len(self.ledger.slots()))
         return Queued(entry, position, wait, log_position)
 
-    def _queue_ahead(self, platform: str) -> bool:
+    def _queue_ahead(self, platform: str | None) -> bool:
         return any(r.platform in (None, platform) for r in self.ledger.waiting())
 
-    def _take_slot(self, bot_id: str, platform: str, ctx: Context) -> Outcome:
+    def _take_slot(self, wanted: _Request, ctx: Context) -> Outcome:
         try:
-            return self.ledger.acquire(bot_id, platform=platform, ctx=ctx)
+            return self.ledger.acquire(wanted.bot_id, platform=wanted.platform, ctx=ctx)
         except NoIdleSlot:
-            return self.ledger.provision(platform, acquire_for=bot_id, ctx=ctx)
-
-    def release(self, bot_id: str, *, ctx: Context | None = None) -> Outcome | QueueEntry:
-        """End what the bot holds at this moment (``SlotLedger.release_or_cancel``):
-        stop its container and release its slot, or cancel its queue entry. A failed
-        stop leaves the slot in ``error`` with Coolify's reason."""
-        ctx = self.ledger.ensure_context(ctx, "api")
-
-        def stop_container(row: SlotRow) -> Outcome | None:
-            if row.coolify_uuid is None:
-                return None
-            try:
-                self.coolify.stop(row.coolify_uuid)
-            except CoolifyNotFound:
-                pass  # nothing left to stop; the next deploy recreates the application
-            except CoolifyError as e:
-                return self.ledger.fail(
-                    row.slot_id,
-                    f"stop failed: {e}",
-                    reason_code="stop_failed",
-                    ctx=ctx.acting_as(self.actor),
-                )
-            return None
-
-        result = self.ledger.release_or_cancel(bot_id, before_release=stop_container, ctx=ctx)
-        if isinstance(result, Outcome) and result.slot.status is SlotStatus.IDLE:
-            self.releases.record()
-            try:
-                self.drain()
-            except Exception:  # the release is committed; the periodic drain will run
-                log.warning("drain after the release of bot %r failed", bot_id, exc_info=True)
-        return result
+            return self.ledger.provision(
+                wanted.platform or self.ledger.default_platform,
+                acquire_for=wanted.bot_id,
+                ctx=ctx,
+            )
 
     def drain(self) -> dict[UUID, Acquired]:
         """Give free capacity to waiting requests, as many as it allows; returns what
@@ -420,20 +439,73 @@ class SlotDeployer:
                 outcome.slot,
                 outcome.position,
                 self.start_in_background(
-                    outcome.slot, entry.bot_id, entry.config, ctx.under(entry.correlation_id)
+                    outcome.slot,
+                    _Request.of_entry(entry, self.queue_timeout_s),
+                    ctx.under(entry.correlation_id),
                 ),
             )
             for entry, outcome in dispatched
         }
 
+    # --- release -------------------------------------------------------------------------
+
+    def release(self, bot_id: str, *, ctx: Context | None = None) -> Outcome | QueueEntry:
+        """End what the bot holds at this moment (``SlotLedger.release_or_cancel``):
+        cancel its queue entry, or end its lease (``SlotReleasing``) and clear its slot
+        in the background. Answers without calling Coolify."""
+        ctx = self.ledger.ensure_context(ctx, "api")
+        result = self.ledger.release_or_cancel(bot_id, staged=True, ctx=ctx)
+        if isinstance(result, Outcome):
+            slot = result.slot
+            self._submit(self.finish_release, slot, bot_id, ctx.acting_as(self.actor))
+        return result
+
+    def finish_release(self, slot: Slot, bot_id: str, ctx: Context) -> None:
+        """The second step of a release: the container gone and the configuration
+        deleted, then ``SlotReleased`` and the queue drained; a container that does not
+        go fails the slot with the reason. Never raises (outcomes are events)."""
+        lease = _Lease(slot.id, slot.lease, bot_id)
+        try:
+            with self._turn(slot.id):
+                app_uuid = self.ledger.get_slot(slot.id).coolify_uuid  # its deploy may add one
+                if app_uuid is not None:
+                    self.app.clear(app_uuid, in_flight=slot.status is SlotStatus.DEPLOYING)
+                self.ledger.complete_release(slot.id, bot_id, lease=slot.lease, ctx=ctx)
+        except Conflict as e:
+            log.info(
+                "slot %s lease %d settled elsewhere during its release: %s",
+                slot.name,
+                slot.lease,
+                e,
+            )
+            return
+        except (DeployFailed, CoolifyError) as e:
+            code = e.reason_code if isinstance(e, DeployFailed) else "stop_failed"
+            fail = partial(self.ledger.fail_release, slot.id, f"release: {e.detail}")
+            self._settle(partial(fail, reason_code=code, lease=slot.lease, ctx=ctx), lease, _LEFT)
+            return
+        except Closed:
+            log.info("slot %s lease %d: %s", slot.name, slot.lease, _LEFT)
+            return
+        except Exception as e:
+            if store_unavailable(e) is None:
+                log.exception("release of slot %s failed unexpectedly", slot.name)
+            else:
+                log_failure(log, f"release of slot {slot.name} lease {slot.lease}", e, _LEFT)
+            return
+        self.releases.record()
+        try:
+            self.drain()
+        except Exception:  # the release is committed; the periodic drain will run
+            log.warning("drain after the release of bot %r failed", bot_id, exc_info=True)
+
     # --- configure and start -----------------------------------------------------------
 
-    def start_in_background(
-        self, slot: Slot, bot_id: str, config: dict[str, str], ctx: Context
-    ) -> Future[None]:
-        task = self._executor.submit(
-            self.configure_and_start, slot.id, slot.lease, bot_id, config, ctx
-        )
+    def start_in_background(self, slot: Slot, wanted: _Request, ctx: Context) -> Future[None]:
+        return self._submit(self.configure_and_start, slot.id, slot.lease, wanted, ctx)
+
+    def _submit(self, work: Callable[..., None], *args: Any) -> Future[None]:
+        task = self._executor.submit(work, *args)
         with self._tasks_lock:
             self._tasks.add(task)
         task.add_done_callback(self._forget)
@@ -444,12 +516,12 @@ class SlotDeployer:
             self._tasks.discard(task)
 
     def running_deploys(self) -> int:
-        """Deploys in flight now (their health, with ``failed_deploys``)."""
+        """Deploys and releases in flight now (their health, with ``failed_deploys``)."""
         with self._tasks_lock:
             return len(self._tasks)
 
     def wait_idle(self, timeout: float = 60.0) -> None:
-        """Wait for background deploys (tests, shutdown)."""
+        """Wait for background deploys and releases (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while True:
             with self._tasks_lock:
@@ -459,69 +531,147 @@ class SlotDeployer:
             pending[0].result(timeout=max(0.0, deadline - time.monotonic()))
 
     def configure_and_start(
-        self, slot_id: UUID, lease: int, bot_id: str, config: dict[str, str], request: Context
+        self, slot_id: UUID, lease: int, wanted: _Request, request: Context
     ) -> None:
         """The deploying phase of one lease, carried on by the worker under the request's
         correlation id; never raises (outcomes are events)."""
         ctx = request.acting_as(self.actor)
+        mine = _Lease(slot_id, lease, wanted.bot_id)
         try:
             with self.permits.hold(self.ready_timeout_s):
-                app_uuid = self._prepare(slot_id, lease, bot_id, config, ctx)
-                deployment_uuid = self._start(app_uuid)
-                self.ledger.mark_deploying(slot_id, deployment_uuid, lease=lease, ctx=ctx)
-                self._follow(deployment_uuid, app_uuid, _Lease(slot_id, bot_id))
+                deadline = time.monotonic() + self.ready_timeout_s
+                with self._turn(slot_id):
+                    self._check(mine)  # a release may have had its turn first
+                    app_uuid = self._prepare(mine, wanted, deadline, ctx)
+                    self._check(mine)
+                    deployment_uuid = self.app.start(app_uuid, deadline)
+                    self._record_deploying(mine, deployment_uuid, deadline, ctx)
+                guard = partial(self._check, mine)
+                finished = self.app.wait_finished(deployment_uuid, deadline, guard)
+                self.app.wait_running(app_uuid, finished, deadline, self.exited_grace_s, guard)
                 self.ledger.mark_started(slot_id, lease=lease, ctx=ctx)
         except Conflict as e:
             log.info("slot %s lease %d moved on during its deploy: %s", slot_id, lease, e)
+        except Closed:
+            log.info("slot %s lease %d: deploy interrupted; %s", slot_id, lease, _SETTLED_LATER)
         except DeployFailed as e:
-            self._fail(slot_id, lease, e.detail, e.reason_code, ctx)
+            self._failed(mine, wanted, e.detail, e.reason_code, ctx)
         except CoolifyError as e:
-            self._fail(slot_id, lease, str(e), f"coolify_{e.status or 'unavailable'}", ctx)
+            self._failed(mine, wanted, str(e), f"coolify_{e.status or 'unavailable'}", ctx)
         except Exception as e:
             if store_unavailable(e) is not None:
                 log_failure(log, f"deploy of slot {slot_id} lease {lease}", e, _SETTLED_LATER)
                 return
             log.exception("deploy of slot %s failed unexpectedly", slot_id)
             # A bug must not leave the slot deploying until the policy runs.
-            self._fail(slot_id, lease, "internal error during deploy", "internal_error", ctx)
+            self._failed(mine, wanted, "internal error during deploy", "internal_error", ctx)
 
-    def _fail(self, slot_id: UUID, lease: int, reason: str, code: str, ctx: Context) -> None:
-        self.failed_deploys += 1
+    @contextmanager
+    def _turn(self, slot_id: UUID) -> Iterator[None]:
+        """One slot's Coolify steps that must not interleave in this process: a deploy's
+        configuration and start (until its deployment is recorded) and a release's
+        clearing. A release that meets a deploy starting then finds either its
+        deployment recorded (and cancels it) or a deploy that stopped at the lease check;
+        never configuration written after it deleted the configuration."""
+        with self._turns_lock:
+            turn = self._turns.setdefault(slot_id, threading.Lock())
+        with turn:
+            yield
+
+    def _record_deploying(
+        self, mine: _Lease, deployment_uuid: str, deadline: float, ctx: Context
+    ) -> None:
+        """A lease that ended before its deployment was recorded cancels that deployment
+        itself: its release may have looked for deployments before this one existed."""
         try:
-            self.ledger.fail(slot_id, reason, reason_code=code, lease=lease, ctx=ctx)
+            self.ledger.mark_deploying(mine.slot_id, deployment_uuid, lease=mine.lease, ctx=ctx)
+        except Conflict:
+            self.app.cancel(deployment_uuid, deadline)
+            raise
+
+    def _check(self, mine: _Lease) -> None:
+        """The lease still deploys for its bot (an index read: cheap, before every poll)."""
+        row = self.ledger.index.slot_row(mine.slot_id)
+        if row is None or row.status is not SlotStatus.DEPLOYING or row.bot_id != mine.bot_id:
+            raise StaleLease(f"slot {mine.slot_id} left bot {mine.bot_id!r}'s deploy")
+
+    def _failed(self, mine: _Lease, wanted: _Request, reason: str, code: str, ctx: Context) -> None:
+        """Fail the slot (while the bot still holds it), then retry the bot's request."""
+        self.failed_deploys += 1
+        recorded = self._settle(
+            lambda: self.ledger.fail(
+                mine.slot_id,
+                reason,
+                reason_code=code,
+                lease=mine.lease,
+                holder=mine.bot_id,
+                ctx=ctx,
+            ),
+            mine,
+            _SETTLED_LATER,
+        )
+        if recorded:
+            self._settle(
+                lambda: self._retry(wanted, reason, ctx), mine, "the request is not retried"
+            )
+
+    def _retry(self, wanted: _Request, reason: str, ctx: Context) -> None:
+        """Another slot for a request whose deploy failed, within ``deploy_retries``: a
+        free one now, else a place at the head of the queue (ahead of every waiting
+        entry: the request was served once already). Past the bound it failed for good,
+        and the bot's status shows the reason."""
+        if wanted.attempt >= self.deploy_retries:
+            log.info(
+                "bot %r: deploy failed %d times; not retried: %s",
+                wanted.bot_id,
+                wanted.attempt + 1,
+                reason,
+            )
+            return
+        again = wanted.again()
+        try:
+            try:
+                outcome = self._take_slot(again, ctx)
+            except (NoIdleSlot, PoolFull):
+                head = min((r.priority for r in self.ledger.waiting()), default=again.priority)
+                priority = max(min(head - 1, again.priority), _HIGHEST_PRIORITY)
+                self._after_enqueue(self._enqueue(again, priority, ctx))
+            else:
+                self.start_in_background(outcome.slot, again, ctx)
+        except (BotAlreadyHoldsSlot, BotAlreadyQueued):
+            log.info("bot %r asked again meanwhile; its new request stands", wanted.bot_id)
+
+    def _settle(self, write: Callable[[], object], mine: _Lease, otherwise: str) -> bool:
+        """Record an outcome; one the slot moved past, or that the store could not take
+        (the lifecycle's rules settle it later), is logged. True when recorded."""
+        try:
+            write()
         except Conflict as e:
-            log.info("slot %s lease %d already moved on; not failing it: %s", slot_id, lease, e)
+            log.info("slot %s lease %d already moved on: %s", mine.slot_id, mine.lease, e)
         except Exception as e:
             if store_unavailable(e) is None:
                 raise
-            what = f"recording the failed deploy of slot {slot_id} lease {lease}"
-            log_failure(log, what, e, _SETTLED_LATER)
+            what = f"recording an outcome of slot {mine.slot_id} lease {mine.lease}"
+            log_failure(log, what, e, otherwise)
+        else:
+            return True
+        return False
 
-    def _prepare(
-        self, slot_id: UUID, lease: int, bot_id: str, config: dict[str, str], ctx: Context
-    ) -> str:
-        """The slot's application, existing and configured for this bot."""
-        slot = self.ledger.get_slot(slot_id)
-        slot.check_lease(lease)
-        envs = [
-            EnvVar(key=key, value=value)
-            for key, value in {
-                **config,
-                "SLOTLEDGER_BOT_ID": bot_id,
-                "SLOTLEDGER_SLOT_ID": str(slot_id),
-                "SLOTLEDGER_LEASE": str(lease),
-            }.items()
-        ]
-        app_uuid = slot.coolify_uuid or self._create_app(slot, lease, ctx)
+    def _prepare(self, mine: _Lease, wanted: _Request, deadline: float, ctx: Context) -> str:
+        """The slot's application, existing and configured for this lease only."""
+        slot = self.ledger.get_slot(mine.slot_id)
+        slot.check_lease(mine.lease)
+        env = wanted.env(slot.id, slot.lease)
+        app_uuid = slot.coolify_uuid or self._create_app(slot, ctx)
         try:
-            self.coolify.update_envs_bulk(app_uuid, envs)
+            self.app.configure(app_uuid, env, deadline)
         except CoolifyNotFound:
             log.warning("slot %s: application %s vanished; recreating it", slot.name, app_uuid)
-            app_uuid = self._create_app(slot, lease, ctx)
-            self.coolify.update_envs_bulk(app_uuid, envs)
+            app_uuid = self._create_app(slot, ctx)
+            self.app.configure(app_uuid, env, deadline)
         return app_uuid
 
-    def _create_app(self, slot: Slot, lease: int, ctx: Context) -> str:
+    def _create_app(self, slot: Slot, ctx: Context) -> str:
         t = self.template
         created = self.coolify.create_dockerimage_application(
             CreateDockerImageApp(
@@ -535,90 +685,26 @@ class SlotDeployer:
                 instant_deploy=False,
             )
         )
-        self.ledger.app_created(slot.id, created.uuid, lease=lease, ctx=ctx)
+        self.ledger.app_created(slot.id, created.uuid, lease=slot.lease, ctx=ctx)
         return created.uuid
 
-    def _start(self, app_uuid: str) -> str:
-        """Start and return a deployment uuid that exists (API.md §5: a 200 without one
-        means one is already queued; one that 404s means Coolify's queue was full)."""
-        for attempt in range(self.start_attempts):
-            result = self.coolify.start(app_uuid)
-            deployment_uuid = result.deployment_uuid or self._active_deployment(app_uuid)
-            if deployment_uuid is not None:
-                try:
-                    self.coolify.get_deployment(deployment_uuid)
-                except CoolifyNotFound:
-                    log.warning(
-                        "deployment %s does not exist: Coolify's queue is full", deployment_uuid
-                    )
-                else:
-                    return deployment_uuid
-            time.sleep(self.poll_s * (attempt + 1))
-        raise DeployFailed(
-            f"Coolify queued no deployment after {self.start_attempts} start requests "
-            "(deployment queue full)",
-            "coolify_queue_full",
-        )
-
-    def _active_deployment(self, app_uuid: str) -> str | None:
-        page = self.coolify.list_application_deployments(app_uuid, take=10)
-        return next((d.deployment_uuid for d in page.deployments if d.status in _ACTIVE), None)
-
-    def _follow(self, deployment_uuid: str, app_uuid: str, lease: _Lease) -> None:
-        """Until the deployment finished and the container runs; Coolify's status lags,
-        so an ``exited`` container is only believed after ``status_grace_s``. Stops as
-        soon as the lease ends (the bot released, or a policy failed the slot)."""
-        deadline = time.monotonic() + self.ready_timeout_s
-        while True:
-            deployment = self.coolify.get_deployment(deployment_uuid)
-            if deployment.status is DeploymentStatus.FINISHED:
-                break
-            if deployment.status is DeploymentStatus.FAILED:
-                raise DeployFailed(
-                    f"Coolify deployment {deployment_uuid} failed", "deployment_failed"
-                )
-            if deployment.status is DeploymentStatus.CANCELLED_BY_USER:
-                raise DeployFailed(
-                    f"Coolify deployment {deployment_uuid} was cancelled", "deployment_cancelled"
-                )
-            self._pause(deadline, lease, f"deployment {deployment_uuid} still {deployment.status}")
-        grace = time.monotonic() + self.status_grace_s
-        while True:
-            status = self.coolify.get_application(app_uuid).status
-            if status.is_running:
-                return
-            if time.monotonic() > grace:
-                raise DeployFailed(
-                    f"container not running after deploy: {status}", "container_exited"
-                )
-            self._pause(deadline, lease, f"container {status}")
-
-    def _pause(self, deadline: float, lease: _Lease, waiting_for: str) -> None:
-        row = self.ledger.index.slot_row(lease.slot_id)
-        if row is None or row.status is not SlotStatus.DEPLOYING or row.bot_id != lease.bot_id:
-            raise StaleLease(f"slot {lease.slot_id} left bot {lease.bot_id!r}'s deploy")
-        if time.monotonic() > deadline:
-            raise DeployFailed(
-                f"not ready after {self.ready_timeout_s:.0f}s: {waiting_for}", "ready_timeout"
-            )
-        time.sleep(self.poll_s)
-
     def close(self) -> None:
+        """Stop: waits in progress end at once, and the policies settle their slots."""
+        self.app.closing.set()
         self._executor.shutdown(wait=True, cancel_futures=False)
 
 
 class CoolifySlotRuntime:
-    """What the policies need of Coolify: stop a container, delete an application.
-    Both treat "not found" as done, since the goal state already holds."""
+    """What the policies need of Coolify: clear a slot's container (cancel, stop, wait
+    until it is gone, delete its configuration) and delete an application. Both treat
+    "not found" as done, since the goal state already holds."""
 
-    def __init__(self, coolify: Coolify) -> None:
+    def __init__(self, coolify: Coolify, driver: AppDriver | None = None) -> None:
         self.coolify = coolify
+        self.driver = driver or AppDriver(coolify)
 
     def stop(self, coolify_uuid: str) -> None:
-        try:
-            self.coolify.stop(coolify_uuid)
-        except CoolifyNotFound:
-            log.info("application %s is gone; nothing to stop", coolify_uuid)
+        self.driver.clear(coolify_uuid)
 
     def delete(self, coolify_uuid: str) -> None:
         try:

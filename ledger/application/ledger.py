@@ -27,12 +27,14 @@ from ledger.application.commands import (
     CancelQueued,
     Clock,
     Command,
+    CompleteRelease,
     Context,
     DispatchWaiting,
     Enqueue,
     EnsurePool,
     ExpireDue,
     Fail,
+    FailRelease,
     Heartbeat,
     MarkDeploying,
     MarkStarted,
@@ -158,7 +160,16 @@ class SlotLedger(Application[UUID]):
             ExpireDue: self._expire_due,
             DispatchWaiting: self._dispatch_waiting,
             **dict.fromkeys(
-                (MarkDeploying, MarkStarted, Fail, RecoveryFailed, Recover, AppCreated),
+                (
+                    MarkDeploying,
+                    MarkStarted,
+                    Fail,
+                    RecoveryFailed,
+                    Recover,
+                    AppCreated,
+                    CompleteRelease,
+                    FailRelease,
+                ),
                 self._update,
             ),
         }
@@ -291,6 +302,11 @@ class SlotLedger(Application[UUID]):
     def ensure_pool(self, *, ctx: Context | None = None) -> Pool:
         return self.handle(EnsurePool(), ctx)
 
+    def resize_pool(
+        self, max_size: int, reason: str, *, dry_run: bool = False, ctx: Context | None = None
+    ) -> Pool:
+        return self.handle(EnsurePool(max_size, reason, dry_run), ctx)
+
     def provision(
         self,
         platform: str,
@@ -314,8 +330,8 @@ class SlotLedger(Application[UUID]):
         command = Acquire(bot_id, platform)
         return self._acquire_alone(command, self._context(ctx, command))
 
-    def release(self, bot_id: str, *, ctx: Context | None = None) -> Outcome:
-        return self.handle(Release(bot_id), ctx)
+    def release(self, bot_id: str, *, staged: bool = False, ctx: Context | None = None) -> Outcome:
+        return self.handle(Release(bot_id, staged), ctx)
 
     def release_now(self, bot_id: str, *, ctx: Context | None = None) -> Outcome:
         """Release in a transaction of its own (group commit's fallback)."""
@@ -323,13 +339,9 @@ class SlotLedger(Application[UUID]):
         return self._release_alone(command, self._context(ctx, command))
 
     def release_or_cancel(
-        self,
-        bot_id: str,
-        *,
-        before_release: Callable[[SlotRow], Outcome | None] | None = None,
-        ctx: Context | None = None,
+        self, bot_id: str, *, staged: bool = False, ctx: Context | None = None
     ) -> Outcome | QueueEntry:
-        return self.handle(ReleaseOrCancel(bot_id, before_release), ctx)
+        return self.handle(ReleaseOrCancel(bot_id, staged), ctx)
 
     def heartbeat(
         self, slot_id: UUID, bot_id: str, *, ctx: Context | None = None
@@ -358,9 +370,26 @@ class SlotLedger(Application[UUID]):
         *,
         reason_code: str = "unspecified",
         lease: int | None = None,
+        holder: str | None = None,
         ctx: Context | None = None,
     ) -> Outcome:
-        return self.handle(Fail(slot_id, reason, reason_code, lease), ctx)
+        return self.handle(Fail(slot_id, reason, reason_code, lease, holder), ctx)
+
+    def complete_release(
+        self, slot_id: UUID, bot_id: str, *, lease: int | None = None, ctx: Context | None = None
+    ) -> Outcome:
+        return self.handle(CompleteRelease(slot_id, bot_id, lease), ctx)
+
+    def fail_release(
+        self,
+        slot_id: UUID,
+        reason: str,
+        *,
+        reason_code: str,
+        lease: int | None = None,
+        ctx: Context | None = None,
+    ) -> Outcome:
+        return self.handle(FailRelease(slot_id, reason, reason_code, lease), ctx)
 
     def recovery_failed(self, slot_id: UUID, reason: str, *, ctx: Context | None = None) -> Outcome:
         return self.handle(RecoveryFailed(slot_id, reason), ctx)
@@ -418,10 +447,20 @@ class SlotLedger(Application[UUID]):
     # --- handlers ----------------------------------------------------------------------
 
     def _ensure_pool(self, command: EnsurePool, ctx: Context) -> Pool:
+        """Processes starting at once with a new setting conflict on the pool's version;
+        the losers decide again and find it resized: one ``PoolResized``."""
+        max_size = self.max_pool_size if command.max_size is None else command.max_size
+
         def decide(_: Attempt) -> Change[Pool]:
             pool = self._pool(ctx)
+            if command.max_size is not None:
+                pool.check_holds(max_size)
+            if command.dry_run:
+                pool.check_resize(max_size, command.reason)
+                return Change(pool)
             pool.resize(
-                self.max_pool_size,
+                max_size,
+                command.reason,
                 at=self.now(ctx),
                 actor=ctx.actor,
                 correlation_id=ctx.correlation_id,
@@ -469,7 +508,9 @@ class SlotLedger(Application[UUID]):
         return _outcome(self.uow.run(str(command), decide))
 
     def _release(self, command: Release, ctx: Context) -> Outcome:
-        if self._group is not None:
+        """A staged release takes its own transaction: group commit's fallback to single
+        commands releases in one step."""
+        if self._group is not None and not command.staged:
             return self._group.submit(command, ctx)
         return self._release_alone(command, ctx)
 
@@ -485,9 +526,7 @@ class SlotLedger(Application[UUID]):
         entry was dispatched meanwhile, the slot released or moved on) is taken again
         against the new state, so a release never answers "already dispatched" while
         the bot keeps the slot it was dispatched. A bot that holds nothing is
-        :class:`BotNotFound`, so repeating a release changes nothing. An outcome from
-        ``before_release`` (the deployer stops the container there; the slot failed
-        instead) is the answer."""
+        :class:`BotNotFound`, so repeating a release changes nothing."""
         bot_id = command.bot_id
         cancelled: list[QueueEntry] = []
 
@@ -501,11 +540,8 @@ class SlotLedger(Application[UUID]):
                 with contextlib.suppress(IllegalTransition):  # dispatched or expired since
                     cancelled.append(self._cancel(held.entry_id, CANCELLED, ctx, str(command)))
                 raise LostRace("decide again: the bot may also hold a slot, or hold one now")
-            answer = command.before_release(held) if command.before_release else None
-            if answer is not None:
-                return answer
             try:
-                return self.release(bot_id, ctx=ctx)
+                return self.release(bot_id, staged=command.staged, ctx=ctx)
             except (BotNotFound, Conflict):
                 if self.index.slot_for_bot(bot_id) == held:
                     raise  # refused by the slot's current state, not by a lost race

@@ -1,6 +1,6 @@
 """Policies: the time-driven rules of the slot lifecycle (issue 5).
 
-Three rules share one shape. ``decide`` only reads: the inline index names candidates and
+Four rules share one shape. ``decide`` only reads: the inline index names candidates and
 the aggregate has the final word. ``apply`` loads the aggregate again, decides again at the
 decision's time, and saves through the ledger's unit of work; when the fresh decision
 differs (the slot started, another worker acted), the decision is dropped and the next tick
@@ -28,6 +28,7 @@ from eventsourcing.domain import Aggregate
 from ledger.application import Clock, Context, SlotLedger
 from ledger.application.unit_of_work import Attempt, Change
 from ledger.domain import QueueEntry, QueueStatus, Slot, SlotStatus
+from ledger.domain.slot import OCCUPIED
 from ledger.errors import SlotLedgerError
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Rule",
     "SlotRuntime",
     "StaleDeployingRule",
+    "StaleReleasingRule",
 ]
 
 log = logging.getLogger("ledger.policies")
@@ -48,7 +50,9 @@ _DECISIONS = uuid5(NAMESPACE_URL, "slotledger:policy-decision")
 
 class SlotRuntime(Protocol):
     """The container side of a slot. Both calls must be idempotent (a stopped or deleted
-    application is fine) and raise a :class:`~ledger.errors.SlotLedgerError` on failure."""
+    application is fine) and raise a :class:`~ledger.errors.SlotLedgerError` on failure.
+    ``stop`` returns once the container is gone, so a recovered slot is idle with nothing
+    running on it."""
 
     def stop(self, coolify_uuid: str) -> None: ...
 
@@ -66,6 +70,9 @@ class PolicyConfig:
     recovery_max_attempts: int
     retire_mode: Literal["delete", "quarantine"]
     policy_tick_s: float
+    releasing_timeout_s: float = 360.0
+    """How long a slot may stay releasing: past it, the process that released it
+    stopped before the container was gone (see :class:`StaleReleasingRule`)."""
 
 
 @dataclass(frozen=True)
@@ -209,8 +216,8 @@ class StaleDeployingRule(SlotRule):
 
     def judge(self, ledger: SlotLedger, aggregate: Slot, at: datetime) -> Decision | None:
         slot = aggregate
-        if slot.retired or slot.status is not SlotStatus.DEPLOYING:
-            return None
+        if slot.retired or slot.status is not SlotStatus.DEPLOYING or slot.releasing:
+            return None  # a releasing slot has its own rule and its own clock
         if at - slot.status_since <= self.timeout:
             return None
         return self.decision(slot, "fail", "SlotFailed", self.REASON, at)
@@ -226,6 +233,58 @@ class StaleDeployingRule(SlotRule):
             correlation_id=ctx.correlation_id,
         )
         return [aggregate]
+
+
+class StaleReleasingRule(SlotRule):
+    """A slot releasing longer than the timeout is failed, so error recovery stops its
+    container: the process that released it stopped between the two steps of the
+    release (a live one fails or completes its own release within its stop timeout,
+    which the default timeout doubles)."""
+
+    name = "stale-releasing"
+    REASON_CODE: ClassVar[str] = "releasing_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout = timedelta(seconds=timeout_s)
+
+    def candidates(self, ledger: SlotLedger, now: datetime) -> list[UUID]:
+        return [
+            r.slot_id
+            for r in ledger.slots()
+            if r.bot_id is None and r.status in OCCUPIED and now - r.status_since > self.timeout
+        ]
+
+    def judge(self, ledger: SlotLedger, aggregate: Slot, at: datetime) -> Decision | None:
+        slot = aggregate
+        if slot.retired or not slot.releasing:
+            return None
+        since = _releasing_since(ledger, slot)
+        if at - since <= self.timeout:
+            return None
+        waited = (at - since).total_seconds()
+        reason = f"release not finished after {waited:.0f}s: its container may still run"
+        return replace(self.decision(slot, "fail", "SlotFailed", reason, at), since=since)
+
+    def write(
+        self, ledger: SlotLedger, aggregate: Slot, decision: Decision, ctx: Context
+    ) -> Sequence[Aggregate]:
+        aggregate.fail_release(
+            decision.reason,
+            reason_code=self.REASON_CODE,
+            at=ctx.at,
+            actor=ctx.actor,
+            correlation_id=ctx.correlation_id,
+        )
+        return [aggregate]
+
+
+def _releasing_since(ledger: SlotLedger, slot: Slot) -> datetime:
+    """When the releasing slot's lease ended: its latest ``SlotReleasing``, read from
+    the newest events back (the status did not change, so ``status_since`` is older)."""
+    for event in ledger.events.get(slot.id, lte=slot.version, desc=True):
+        if isinstance(event, Slot.SlotReleasing):
+            return event.timestamp
+    return slot.status_since
 
 
 class ErrorRecoveryRule(SlotRule):
@@ -376,9 +435,10 @@ class QueueExpiryRule(Rule[QueueEntry]):
 class PolicyEngine:
     """Runs every rule once per tick, error recovery at most once per recovery interval.
 
-    Stale deploying runs before recovery, so a slot failed by the timeout is recovered in
-    the same tick when recovery is due (the seed's edge case 4). The interval is kept in
-    memory; after a failover the events keep a slot from being retried early.
+    Stale deploying and stale releasing run before recovery, so a slot failed by either
+    timeout is recovered in the same tick when recovery is due (the seed's edge case 4).
+    The interval is kept in memory; after a failover the events keep a slot from being
+    retried early.
     """
 
     def __init__(
@@ -391,6 +451,7 @@ class PolicyEngine:
         self.ledger = ledger
         self.clock: Clock = clock or ledger.clock
         self.stale = StaleDeployingRule(config.deploying_timeout_s)
+        self.releasing = StaleReleasingRule(config.releasing_timeout_s)
         self.recovery = ErrorRecoveryRule(
             runtime,
             interval_s=config.recovery_interval_s,
@@ -408,7 +469,12 @@ class PolicyEngine:
         """Decide and apply; returns the decisions carried out (planned, in a dry run)."""
         now = self.clock()
         recover = self.recovery_due(now)
-        rules: list[Rule[Any]] = [self.stale, *([self.recovery] if recover else []), self.expiry]
+        rules: list[Rule[Any]] = [
+            self.stale,
+            self.releasing,
+            *([self.recovery] if recover else []),
+            self.expiry,
+        ]
         taken = []
         for rule in rules:
             for decision in rule.decide(self.ledger, now):

@@ -284,6 +284,9 @@ class DeploymentState(Protocol):
     @property
     def status(self) -> DeploymentStatus: ...
 
+    @property
+    def finished_at(self) -> datetime | None: ...
+
 
 class DeploymentList(Protocol):
     """One page of an application's deployments, newest first."""
@@ -298,12 +301,19 @@ class ContainerState(Protocol):
     @property
     def is_running(self) -> bool: ...
 
+    @property
+    def is_exited(self) -> bool: ...
+
 
 class AppState(Protocol):
-    """What the deploy flow reads of an application."""
+    """What the deploy flow reads of an application; ``last_online_at`` is when Coolify
+    last changed or confirmed ``status`` (None when it does not say)."""
 
     @property
     def status(self) -> ContainerState: ...
+
+    @property
+    def last_online_at(self) -> datetime | None: ...
 
 
 class ListedApp(AppState, Protocol):

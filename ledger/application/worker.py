@@ -16,14 +16,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
+from typing import Protocol
 
 from ledger.application import Clock, SlotLedger
 from ledger.application.policies import Decision, PolicyConfig, PolicyEngine, SlotRuntime
 from ledger.loops import Backoff, Health, LoopHealth, log_failure
 
 __all__ = [
+    "Duty",
     "LeaderElection",
     "LocalLeaderElection",
     "Worker",
@@ -62,8 +67,44 @@ class LocalLeaderElection(LeaderElection):
         pass
 
 
+class Duty(Protocol):
+    """A periodic task of the leader beside the policies (drift reconciliation)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def interval_s(self) -> float: ...
+
+    def run(self) -> object: ...
+
+
+class _Scheduled:
+    """A duty, when it is next due, and its own health: its failures are its own, never
+    the policy loop's, and are retried at its next turn."""
+
+    def __init__(self, duty: Duty) -> None:
+        self.duty = duty
+        self.health = Health(duty.name)
+        self.due_at = 0.0
+
+    def run_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self.due_at:
+            return
+        self.due_at = now + self.duty.interval_s
+        try:
+            self.duty.run()
+        except Exception as e:
+            if self.health.failed(e) == 1:
+                log_failure(log, self.duty.name, e, f"next try in {self.duty.interval_s:.0f}s")
+            return
+        self.health.succeeded()
+
+
 class Worker:
-    """Standby until leader, then one policy tick every ``tick_s``.
+    """Standby until leader, then one policy tick every ``tick_s``, and each of
+    ``duties`` when due (one health each: :meth:`loops`).
 
     Any error is logged and the loop goes on after the shared jittered backoff (at most
     ``MAX_BACKOFF_S``, so a worker ticks again within seconds of the store's return); a
@@ -83,6 +124,7 @@ class Worker:
         election: LeaderElection,
         clock: Clock | None = None,
         tick_s: float | None = None,
+        duties: Sequence[Duty] = (),
     ) -> None:
         self.engine = PolicyEngine(ledger, runtime, config, clock)
         self.election = election
@@ -92,6 +134,7 @@ class Worker:
         self.failures = 0
         self.backoff = Backoff(max_s=self.MAX_BACKOFF_S)
         self.health_record = Health(self.NAME)
+        self._duties = [_Scheduled(duty) for duty in duties]
 
     @property
     def is_leader(self) -> bool:
@@ -106,8 +149,12 @@ class Worker:
             log.info("worker pid %d is now %s for pool %s", os.getpid(), state, self.pool_name)
         if not leading:
             return []
-        decisions = self.engine.tick()
-        self.last_tick_at = self.engine.clock()
+        try:
+            decisions = self.engine.tick()
+            self.last_tick_at = self.engine.clock()
+        finally:  # a failing policy must not stop the duties (the invariant checker)
+            for duty in self._duties:
+                duty.run_if_due()
         return decisions
 
     def run(self, stop: threading.Event) -> None:
@@ -121,6 +168,13 @@ class Worker:
     def health(self, *, alive: bool = True) -> LoopHealth:
         """How the loop does; ``alive`` says whether the thread running it still runs."""
         return self.health_record.snapshot(alive=alive)
+
+    def loops(self, *, alive: bool = True) -> list[LoopHealth]:
+        """The policy loop's health, then each duty's (``standby`` while not leading)."""
+        duties = [duty.health.snapshot(alive=alive) for duty in self._duties]
+        if alive and not self.election.is_leader:
+            duties = [replace(health, state="standby") for health in duties]
+        return [self.health(alive=alive), *duties]
 
     def _turn(self) -> float:
         """Run one step; returns how long to wait before the next. A leader that keeps

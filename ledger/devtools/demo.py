@@ -7,9 +7,13 @@ small enough to fill, policies quick enough to watch) and is the service's
 :class:`~ledger.service.Sidecar`: it starts the fake Coolify and the bots beside the
 service's parts (``serve --demo`` hands it in); :class:`SimulatedBots` is the traffic.
 
-The demo keeps its ledger in the default ``.slotledger/`` store, so a second run
-continues the first one's history; the fake Coolify starts empty each time, and the
-deploy flow recreates applications that no longer exist.
+The fake Coolify lives in memory and starts empty each run, so ``serve --demo`` gives the
+demo its own store, emptied at each start (:data:`DEMO_STORE`): the ledger and the fake
+always agree, and a second run shows no application of the first one as vanished. The
+banner (:meth:`Demo.banner`) says so, and gives the fake's URL and token and a ``curl``
+that requests a bot. Handed a store of its own (``store=None``, as tests do), the demo
+keeps it: a second run continues it, and the deploy flow recreates the applications the
+new fake does not know.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from uuid import UUID
 
 from pydantic import SecretStr
@@ -32,11 +37,14 @@ from ledger.devtools.fake_coolify import FakeCoolify, FakeCoolifyServer, FakeSet
 from ledger.errors import SlotLedgerError
 from ledger.settings import Settings
 
-__all__ = ["DEMO_BOT_PREFIX", "Demo", "SimulatedBots"]
+__all__ = ["DEMO_BOT_PREFIX", "DEMO_STORE", "Demo", "SimulatedBots"]
 
 log = logging.getLogger("ledger.demo")
 
 DEMO_BOT_PREFIX = "demo-bot-"
+DEMO_STORE = Path(".slotledger") / "demo"
+"""The folder of ``serve --demo``'s own store, relative to where it runs (beside the
+default store, never it)."""
 
 
 @dataclass(eq=False)
@@ -56,19 +64,59 @@ class Demo:
     failure_rate: float = 0.07
     """Share of requests whose deploy the fake Coolify fails, to show error and recovery."""
     seed: int | None = None
+    store: Path | None = None
+    """The folder of the demo's own store, emptied at each start; None: the settings' store,
+    kept as it is."""
     _fake: FakeCoolifyServer | None = field(default=None, init=False, repr=False)
     _bots: SimulatedBots | None = field(default=None, init=False, repr=False)
 
     def configure(self, settings: Settings) -> Settings:
-        """A pool the bots can fill, and policies that act within the minute."""
-        return settings.model_copy(
-            update={
-                "max_pool_size": self.pool_size,
-                "recovery_interval_s": 15.0,
-                "deploying_timeout_s": 60.0,
-                "policy_tick_s": 2.0,
-            }
+        """A pool the bots can fill, policies that act within the minute, and the demo's
+        own store emptied (when it has one)."""
+        update: dict[str, object] = {
+            "max_pool_size": self.pool_size,
+            "recovery_interval_s": 15.0,
+            "deploying_timeout_s": 60.0,
+            "policy_tick_s": 2.0,
+            # the demo's fake has no rate limit: no need to spread its requests out
+            "coolify_requests_per_minute": 6000,
+        }
+        if self.store is not None:
+            update["database_url"] = f"sqlite:///{self._fresh_store(self.store)}"
+        return settings.model_copy(update=update)
+
+    @staticmethod
+    def _fresh_store(folder: Path) -> Path:
+        """The demo's ledger file in ``folder``, with the files of an earlier run (the
+        ledger, its read models, the mirror's tracking, their journals) removed."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("ledger*.db*"):
+            old.unlink()
+        return (folder / "ledger.db").resolve()
+
+    def banner(self, *, dashboard: str, store: str, api_token: bool, program: str) -> list[str]:
+        """What to try the running demo with: its ``store`` (as shown to a person), the
+        fake Coolify's URL and token (the fake's own, never the configured
+        ``LEDGER_COOLIFY_TOKEN``), a ``curl`` that requests a bot from the ``dashboard``'s
+        server (with the API token's header, by reference, when one is set) and the CLI
+        (``program``) on the demo's store."""
+        if self._fake is None:
+            return []
+        kept = (
+            "the demo's own, fresh each run: the fake Coolify starts empty too"
+            if self.store is not None
+            else "kept: a second run continues it"
         )
+        auth = ' -H "authorization: Bearer $LEDGER_API_TOKEN"' if api_token else ""
+        body = '{"bot_id": "my-bot"}'
+        return [
+            f"demo store: {store} ({kept})",
+            f"fake Coolify: {self._fake.base_url}  token: {self._fake.token} "
+            "(the fake's own, not a secret)",
+            f"request a bot: curl -sS -X POST {dashboard}v1/deployments{auth} "
+            f"-H 'content-type: application/json' -d '{body}'",
+            f"the CLI on this store: LEDGER_DATABASE_URL={store} {program} stats",
+        ]
 
     def fake_settings(self) -> FakeSettings:
         return FakeSettings(

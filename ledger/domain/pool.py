@@ -19,11 +19,18 @@ from ledger.domain.text import (
     SLOT_PREFIX_RULE,
     check_origin,
     check_platform,
+    check_reason,
     check_text,
 )
-from ledger.errors import BadInput, PoolFull
+from ledger.errors import BadInput, Conflict, PoolFull
 
-__all__ = ["Pool", "pool_id"]
+__all__ = ["Pool", "PoolTooSmall", "pool_id"]
+
+
+class PoolTooSmall(Conflict):
+    """A resize below the number of slots the pool has."""
+
+    code = "pool_too_small"
 
 
 def pool_id(pool_name: str) -> UUID:
@@ -44,10 +51,27 @@ class Pool(TypedState, Aggregate):
         max_size: int
 
     class PoolResized(PoolEvent):
-        max_size: int
+        """v2 names the size it replaced and why; v1 (a setting changed at start) had
+        only the new size. ``old_max_size`` is ``None`` in upcast v1 events."""
+
+        class_version = 2
+        old_max_size: int | None
+        new_max_size: int
+        reason: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["new_max_size"] = state.pop("max_size")
+            state["old_max_size"] = None
+            state["reason"] = "unspecified"
+
+        @property
+        def max_size(self) -> int:
+            """The size in force from this event on, as ``PoolCreated`` names it."""
+            return self.new_max_size
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.max_size = self.max_size
+            aggregate.max_size = self.new_max_size
 
     class SlotAdmitted(PoolEvent):
         slot_id: UUID
@@ -99,17 +123,41 @@ class Pool(TypedState, Aggregate):
     def size(self) -> int:
         return len(self.members)
 
-    def resize(self, max_size: int, *, at: datetime, actor: str, correlation_id: str) -> None:
+    def check_resize(self, max_size: int, reason: str) -> bool:
+        """Whether resizing to ``max_size`` changes anything (refusing bad input)."""
         self._check_max_size(max_size)
-        check_origin(actor, correlation_id)
-        if max_size != self.max_size:
-            self.trigger_event(
-                self.PoolResized,
-                timestamp=at,
-                max_size=max_size,
-                actor=actor,
-                correlation_id=correlation_id,
+        check_reason(reason)
+        return max_size != self.max_size
+
+    def check_holds(self, max_size: int) -> None:
+        """An operator's resize below the slots the pool has is refused: retire first.
+        (A smaller setting at start is recorded anyway: then no slot is added until
+        retirements bring the pool under it.)"""
+        self._check_max_size(max_size)
+        if max_size < self.size:
+            msg = (
+                f"pool {self.name} has {self.size} slots: retire "
+                f"{self.size - max_size} before shrinking it to {max_size}"
             )
+            raise PoolTooSmall(msg)
+
+    def resize(
+        self, max_size: int, reason: str, *, at: datetime, actor: str, correlation_id: str
+    ) -> bool:
+        """Record a new maximum (once: the same size again changes nothing)."""
+        check_origin(actor, correlation_id)
+        if not self.check_resize(max_size, reason):
+            return False
+        self.trigger_event(
+            self.PoolResized,
+            timestamp=at,
+            old_max_size=self.max_size,
+            new_max_size=max_size,
+            reason=reason,
+            actor=actor,
+            correlation_id=correlation_id,
+        )
+        return True
 
     def admit(
         self, slot_id: UUID, platform: str, *, at: datetime, actor: str, correlation_id: str

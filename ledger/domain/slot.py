@@ -31,7 +31,7 @@ from ledger.domain.text import (
 )
 from ledger.errors import IllegalTransition, StaleLease, WrongBot
 
-__all__ = ["ALL_STATUSES", "TRANSITIONS", "Slot", "SlotStatus", "Transition"]
+__all__ = ["ALL_STATUSES", "OCCUPIED", "TRANSITIONS", "Slot", "SlotStatus", "Transition"]
 
 
 class SlotStatus(StrEnum):
@@ -49,23 +49,29 @@ ALL_STATUSES = frozenset(SlotStatus)
 @dataclass(frozen=True)
 class Transition:
     """One row of the transition table: which statuses an event may follow, and where
-    it leads (``None`` = the status is unchanged; ``retires`` = the slot leaves the pool)."""
+    it leads (``None`` = the status is unchanged; ``retires`` = the slot leaves the pool).
+    ``held``: only while a bot holds the slot, never while it is releasing (its lease
+    ended, its container not gone yet: ``deploying`` or ``busy`` with no bot)."""
 
     event: str
     sources: frozenset[SlotStatus]
     target: SlotStatus | None
     retires: bool = False
+    held: bool = False
+
+
+OCCUPIED = frozenset({SlotStatus.DEPLOYING, SlotStatus.BUSY})
+"""The statuses in which a container may run: held by a bot, or releasing."""
 
 
 TRANSITIONS: Mapping[str, Transition] = {
     t.event: t
     for t in (
         Transition("SlotAcquired", frozenset({SlotStatus.IDLE}), SlotStatus.DEPLOYING),
-        Transition("SlotDeploying", frozenset({SlotStatus.DEPLOYING}), None),
-        Transition("SlotStarted", frozenset({SlotStatus.DEPLOYING}), SlotStatus.BUSY),
-        Transition(
-            "SlotReleased", frozenset({SlotStatus.DEPLOYING, SlotStatus.BUSY}), SlotStatus.IDLE
-        ),
+        Transition("SlotDeploying", frozenset({SlotStatus.DEPLOYING}), None, held=True),
+        Transition("SlotStarted", frozenset({SlotStatus.DEPLOYING}), SlotStatus.BUSY, held=True),
+        Transition("SlotReleasing", OCCUPIED, None, held=True),
+        Transition("SlotReleased", OCCUPIED, SlotStatus.IDLE),
         Transition("SlotFailed", ALL_STATUSES, SlotStatus.ERROR),
         Transition("SlotRecoveryFailed", frozenset({SlotStatus.ERROR}), None),
         Transition("SlotRecovered", frozenset({SlotStatus.ERROR}), SlotStatus.IDLE),
@@ -77,7 +83,14 @@ TRANSITIONS: Mapping[str, Transition] = {
     )
 }
 """The lifecycle as data: the aggregate's guards and the invariant checker both read it.
-``SlotProvisioned`` creates a slot in ``idle`` and is not listed (it has no source)."""
+``SlotProvisioned`` creates a slot in ``idle`` and is not listed (it has no source).
+
+A release takes two steps when a container may still run: ``SlotReleasing`` ends the
+bot's lease at once (the bot holds nothing and may ask again) while the status stays
+what it was, since the container still occupies the slot; ``SlotReleased`` makes the
+slot idle once Coolify reports the container gone. ``SlotReleased`` straight from a held
+slot (one step) is what logs written before the two steps hold, and what a release
+without Coolify does."""
 
 
 class Slot(TypedState, Aggregate):
@@ -131,6 +144,12 @@ class Slot(TypedState, Aggregate):
 
     class SlotStarted(SlotEvent):
         pass
+
+    class SlotReleasing(SlotEvent):
+        """The bot's lease ended; the slot waits for its container to be gone."""
+
+        def apply_fields(self, slot: Slot) -> None:
+            slot.bot_id = None
 
     class SlotReleased(SlotEvent):
         def apply_fields(self, slot: Slot) -> None:
@@ -280,10 +299,46 @@ class Slot(TypedState, Aggregate):
     def mark_started(self, *, at: datetime, actor: str, correlation_id: str) -> None:
         self._emit(self.SlotStarted, at, actor, correlation_id, self.bot_id)
 
+    @property
+    def releasing(self) -> bool:
+        """The lease ended and the container may still run: the slot is no one's, and
+        not available either."""
+        return self.bot_id is None and self.status in OCCUPIED
+
     def release(self, bot_id: str, *, at: datetime, actor: str, correlation_id: str) -> None:
+        """In one step: for a slot whose container is known to be gone (or never ran)."""
         self._check_allowed(self.SlotReleased)
         self._check_holder(bot_id)
         self._emit(self.SlotReleased, at, actor, correlation_id, bot_id)
+
+    def begin_release(self, bot_id: str, *, at: datetime, actor: str, correlation_id: str) -> None:
+        """End the bot's lease now; :meth:`complete_release` once the container is gone."""
+        self._check_allowed(self.SlotReleasing)
+        self._check_holder(bot_id)
+        self._emit(self.SlotReleasing, at, actor, correlation_id, bot_id)
+
+    def complete_release(
+        self, bot_id: str, *, at: datetime, actor: str, correlation_id: str
+    ) -> None:
+        """The container of the ended lease is gone: the slot is idle. ``bot_id`` names
+        the bot whose lease it was, for the audit trail (the caller fences by lease)."""
+        self._check_releasing(self.SlotReleased)
+        self._emit(self.SlotReleased, at, actor, correlation_id, check_bot_id(bot_id))
+
+    def fail_release(
+        self,
+        reason: str,
+        *,
+        reason_code: str,
+        at: datetime,
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        """The container of the ended lease did not go away in time."""
+        self._check_releasing(self.SlotFailed)
+        self.fail(
+            reason, reason_code=reason_code, at=at, actor=actor, correlation_id=correlation_id
+        )
 
     def fail(
         self,
@@ -383,6 +438,11 @@ class Slot(TypedState, Aggregate):
             **fields,
         )
 
+    def _check_releasing(self, event_class: type[SlotEvent]) -> None:
+        if not self.releasing:
+            msg = f"slot {self.name} is not releasing: {event_class.__name__} is not allowed"
+            raise IllegalTransition(msg)
+
     def _check_allowed(self, event_class: type[SlotEvent]) -> None:
         transition = TRANSITIONS[event_class.__name__]
         if self.retired:
@@ -394,4 +454,7 @@ class Slot(TypedState, Aggregate):
                 f"{event_class.__name__} is not allowed for slot {self.name} in status "
                 f"{self.status.value!r} (allowed from: {allowed})"
             )
+            raise IllegalTransition(msg)
+        if transition.held and self.releasing:
+            msg = f"slot {self.name} is releasing: {event_class.__name__} is not allowed"
             raise IllegalTransition(msg)

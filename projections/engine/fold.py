@@ -8,17 +8,19 @@ cannot drift from what the aggregates do; status intervals follow the transition
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import singledispatch
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
+import orjson
 from eventsourcing.domain import DomainEventProtocol
 
 from ledger.domain import Pool, QueueEntry, Slot
+from ledger.domain.drift import Drift
+from ledger.domain.violations import Violations
 from projections.errors import ProjectionError
 from projections.jsonable import encode
 from projections.models.records import (
@@ -53,7 +55,7 @@ def _leaf_event_types() -> frozenset[str]:
     audit query may filter on. Bases (``SlotEvent``, ``Created`` ...) have subclasses."""
     classes = {
         v
-        for aggregate in (Slot, Pool, QueueEntry)
+        for aggregate in (Slot, Pool, QueueEntry, Violations, Drift)
         for v in vars(aggregate).values()
         if isinstance(v, type)
         and issubclass(v, aggregate.Event)
@@ -82,6 +84,7 @@ _IN_COLUMNS = frozenset(
     }
 )
 _NO_DATA = JSONText("{}")
+_TO_TS = Interval._fields.index("to_ts")
 
 
 @dataclass
@@ -106,7 +109,7 @@ class Changes:
         if opened is None:
             self.closed[since] = (slot_id, at, position)
         else:
-            self.opened[since] = Interval(*opened[:4], at, position, opened.bot_id)
+            self.opened[since] = _row(Interval, (*opened[:_TO_TS], at, position, opened.bot_id))
 
     def open_interval(self, interval: Interval) -> None:
         self.opened[interval.from_position] = interval
@@ -134,8 +137,9 @@ class Projector:
     def prior_ids(self, events: Iterable[Positioned]) -> tuple[set[UUID], set[UUID]]:
         """Ids of the slots and queue entries whose current rows the batch updates."""
         ids: dict[str | None, set[UUID]] = {"slot": set(), "queue": set(), None: set()}
+        kinds = self._kinds
         for _, event in events:
-            ids[self._kind(event).updates].add(event.originator_id)
+            ids[(kinds.get(type(event)) or self._kind(event)).updates].add(event.originator_id)
         return ids["slot"], ids["queue"]
 
     def fold(
@@ -147,10 +151,10 @@ class Projector:
         """Fold events (in log order) onto the prior rows of the slots and entries they
         touch; the dicts are updated in place and returned inside the changes."""
         changes = Changes(slots=slots, queue=queue)
-        audit = changes.audit.append
+        audit, kinds, record = changes.audit.append, self._kinds, self._audit
         for position, event in events:
-            kind = self._kind(event)
-            audit(self._audit(position, event, kind))
+            kind = kinds.get(type(event)) or self._kind(event)
+            audit(record(position, event, kind))
             kind.handler(event, position, changes)
         last_position, last_event = events[-1]
         changes.position = last_position
@@ -158,6 +162,7 @@ class Projector:
         return changes
 
     def _kind(self, event: Event) -> _Kind:
+        """Work out (once per class) what the projector needs about an event's class."""
         cls = type(event)
         kind = self._kinds.get(cls)
         if kind is None:
@@ -185,16 +190,14 @@ class Projector:
         state = vars(event)
         get = state.get
         originator = state["originator_id"]
+        extras = kind.extras
         data = (
-            JSONText(
-                json.dumps(
-                    {k: state[k] for k in kind.extras}, default=encode, separators=(",", ":")
-                )
-            )
-            if kind.extras
+            JSONText(orjson.dumps({k: state[k] for k in extras}, default=encode).decode())
+            if extras
             else _NO_DATA
         )
-        return AuditRecord._make(
+        return _row(
+            AuditRecord,
             (
                 position,
                 originator,
@@ -207,7 +210,7 @@ class Projector:
                 get("correlation_id"),
                 get("reason"),
                 data,
-            )
+            ),
         )
 
 
@@ -267,7 +270,18 @@ def _(event: QueueEntry.QueueEvent, position: int, changes: Changes) -> None:
 
 
 def _interval(state: SlotState, at: datetime) -> Interval:
-    return Interval(state.slot_id, state.since_position, state.status, at, None, None, state.bot_id)
+    return _row(
+        Interval, (state.slot_id, state.since_position, state.status, at, None, None, state.bot_id)
+    )
+
+
+R = TypeVar("R", bound=tuple[Any, ...])
+
+
+def _row(record: type[R], values: tuple[Any, ...]) -> R:
+    """A named-tuple record made from its values at C speed (its generated ``__new__``
+    is Python: a row per event adds up)."""
+    return tuple.__new__(record, values)
 
 
 def _prior(rows: dict[UUID, Any], event: Event, position: int) -> Any:

@@ -263,6 +263,8 @@ class LogFollower(ABC):
         self._heartbeat: float | None = None
         self._changed = threading.Condition()
         self._news = 0
+        self._woken = threading.Event()
+        """Set by :meth:`wake`: a write was committed in this process."""
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -278,7 +280,8 @@ class LogFollower(ABC):
 
     @abstractmethod
     def _wait_for_news(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True when new events were announced."""
+        """Block up to ``timeout`` seconds; True when new events were announced (by the
+        store, or by :meth:`wake` where the store cannot announce them)."""
 
     @abstractmethod
     def _disconnect(self) -> None:
@@ -295,6 +298,7 @@ class LogFollower(ABC):
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
+        self._woken.set()  # ends a wait for a wake-up at once
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -342,35 +346,52 @@ class LogFollower(ABC):
         self._disconnect()
 
     def _cycle(self) -> None:
-        """Lead if possible and take batches up to the head; publish the position."""
+        """Lead if possible and take batches up to the head; publish the position. The
+        position is read once per cycle: each round knows where the next one starts."""
         self.is_leader = self.is_leader or self._try_lead()
         if self.is_leader:
-            while not self._stopping.is_set() and self._round():
-                self._announce()
+            position = self.consumer.position()
+            self._publish(position)
+            start: int | None = position
+            while start is not None and not self._stopping.is_set():
+                start, moved = self._round(start)
+                if moved:
+                    self._announce()
         else:
             self.consumer.standby()
-        self._publish(self.consumer.position())
+            self._publish(self.consumer.position())
         self._heartbeat = time.monotonic()
         self.health_record.succeeded(standby=not self.is_leader)
 
-    def _round(self) -> bool:
-        """Take one batch; False when caught up. A failure either parks the event that
-        fails alone (and the round counts as done) or is raised for the backoff."""
-        start = self.consumer.position()
+    def _round(self, start: int) -> tuple[int | None, bool]:
+        """Take one batch after ``start``: where the next round starts (None: caught up
+        with the log as this round read it, since it read less than a full batch) and
+        whether the position moved. A failure either parks the event that fails alone
+        (the round is done) or is raised for the backoff."""
+        self._woken.clear()  # this read includes every write committed before a wake-up
+        size = self._size
         try:
-            batch = self.consumer.read(start, self._size)
+            batch = self.consumer.read(start, size)
             if not batch.read:
-                return False
-            if self.consumer.take(start, batch):  # False: another writer moved; read again
-                self._publish(batch.last)
+                return None, False
+            if not self.consumer.take(start, batch):
+                return self._reread(), False  # another writer moved: read again
+            self._publish(batch.last)
         except Exception as e:
             if self.consumer.is_outage(e) or not self._park_or_narrow(start, e):
                 raise
-            return True
+            return (position := self._reread()), position != start
         self._failing, self._parked_in_a_row = None, 0
-        self._size = min(self._size * 2, self.batch_size)
+        self._size = min(size * 2, self.batch_size)
         self.health_record.succeeded()
-        return True
+        return (None if batch.read < size else batch.last), True
+
+    def _reread(self) -> int:
+        """The position as stored, published: after another writer or a parked event
+        moved it."""
+        position = self.consumer.position()
+        self._publish(position)
+        return position
 
     def catch_up(self) -> None:
         """Take every event up to the log's head as it is now, in the calling thread and
@@ -379,14 +400,15 @@ class LogFollower(ABC):
         Raised: an outage, and an error once nothing may be parked (parking stopped)."""
         target = self.consumer.ledger.recorder.max_notification_id() or 0
         backoff = Backoff(self.min_backoff, self.max_backoff)
-        while self.consumer.position() < target:
+        start: int | None = self.consumer.position()
+        while start is not None and start < target:
             try:
-                if not self._round():
-                    return
+                start, _ = self._round(start)
             except Exception as e:
                 if self.consumer.is_outage(e) or not self._may_park_later():
                     raise
                 time.sleep(backoff.next())
+                start = self.consumer.position()
 
     def _may_park_later(self) -> bool:
         """Whether the event that fails now is still being counted towards parking."""
@@ -463,9 +485,21 @@ class LogFollower(ABC):
                 self._announce()
                 return
 
+    def wake(self, position: int | None = None) -> None:
+        """A write (at ``position``, when known) was committed in this process: take it
+        now, unless it was taken already. Cheap, from any thread, any number of times."""
+        if position is None or position > self._position:
+            self._woken.set()
+
+    def _wait_for_wake(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for :meth:`wake` (or stop); True when woken."""
+        return self._woken.wait(timeout) and not self._stopping.is_set()
+
     def _publish(self, position: int) -> None:
+        """Tell the waiters how far the models are; never backwards, since a position
+        heard from another process may come before one read from the store."""
         with self._changed:
-            if position != self._position:
+            if position > self._position:
                 self._position = position
                 self._changed.notify_all()
 
@@ -529,17 +563,26 @@ class Follower(LogFollower):
         return replace(self.models.lag(), heartbeat_s=heartbeat)
 
     def wait(self, position: int, timeout: float = 5.0) -> None:
-        """Read-your-writes: return once the models include ``position``. While leading,
-        this is woken by the follower's own commits; otherwise it polls the models."""
-        if not self.is_leader:
+        """Read-your-writes: return once the models include ``position``; else
+        ReadModelTimeout after ``timeout`` seconds. Nothing polls: the caller wakes the
+        follower and waits on its condition, which the follower signals as it publishes
+        a position: after its own commits while leading, or, in standby, when it hears
+        of the leader's (the backends say how: NOTIFY, or its own poll). Without a
+        running follower, the models are polled instead (one-off commands)."""
+        if not self.running:
             self.models.wait(position, timeout)
             return
         deadline = time.monotonic() + timeout
         with self._changed:
+            if self._position >= position:
+                return
+        self.wake(position)
+        with self._changed:
             while self._position < position and (remaining := deadline - time.monotonic()) > 0:
                 self._changed.wait(remaining)
-        if self._position < position:
-            self.models.wait(position, 0)
+            if self._position >= position:
+                return
+        self.models.wait(position, 0)  # the store has the last word: reached, or the timeout
 
 
 class Standalone(LogFollower):
@@ -552,8 +595,7 @@ class Standalone(LogFollower):
         return True
 
     def _wait_for_news(self, timeout: float) -> bool:
-        self._stopping.wait(timeout)
-        return False
+        return self._wait_for_wake(timeout)
 
     def _disconnect(self) -> None:
         """Nothing to close."""

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -50,7 +52,11 @@ _BINARY_TYPES: dict[Kind, str] = {
     "json": "text",  # our JSON is text already: its binary form is the text itself
 }
 """Type names for binary COPY, which needs every column's type up front."""
-_MAX_POSITION = 2**63 - 1
+_ID = 4
+"""The notification id's place in the log's rows."""
+_INDEX_MEMORY = "256MB"
+"""``maintenance_work_mem`` for building an index after a bulk load: the sort of a
+million rows fits in memory instead of spilling to disk (the server's default is 64MB)."""
 _MAX_IDENTIFIER = 63
 
 
@@ -158,8 +164,7 @@ class PostgresReadModels(ReadModels):
         self._select_log = (
             "SELECT originator_id, originator_version, topic, state, notification_id "
             f'FROM "{recorder.datastore.schema}"."{recorder.events_table_name}" '
-            "WHERE notification_id > %s AND notification_id <= %s "
-            "ORDER BY notification_id LIMIT %s"
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         )
         names = self.sql.names
         self._copy = {
@@ -172,8 +177,8 @@ class PostgresReadModels(ReadModels):
         self._upsert = {t.name: self._unnest_upsert(t) for t in (SLOT_STATUS, QUEUE_ENTRIES)}
         self._close = (
             f"UPDATE {names['status_intervals']} t SET to_ts = v.to_ts, "
-            "to_position = v.to_position FROM unnest(%s::timestamptz[], %s::bigint[], "
-            "%s::uuid[], %s::bigint[]) AS v(to_ts, to_position, slot_id, from_position) "
+            "to_position = v.to_position FROM unnest(%b::timestamptz[], %b::bigint[], "
+            "%b::uuid[], %b::bigint[]) AS v(to_ts, to_position, slot_id, from_position) "
             "WHERE t.slot_id = v.slot_id AND t.from_position = v.from_position"
         )
         self._lock_tables = (
@@ -183,7 +188,9 @@ class PostgresReadModels(ReadModels):
         )
 
     def _unnest_upsert(self, table: Table) -> str:
-        arrays = ", ".join(f"%s::{self.dialect.types[c.kind]}[]" for c in table.columns)
+        """Binary array parameters (``%b``): psycopg dumps a text array element by
+        element in Python, three times the CPU for a batch's rows."""
+        arrays = ", ".join(f"%b::{self.dialect.types[c.kind]}[]" for c in table.columns)
         updates = ", ".join(
             f"{c.name} = excluded.{c.name}" for c in table.columns if c.name not in table.key
         )
@@ -196,6 +203,8 @@ class PostgresReadModels(ReadModels):
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
         with self._pool.connection() as conn, conn.transaction():
+            if self._scratch:
+                conn.execute("SET LOCAL synchronous_commit TO OFF")
             yield conn.cursor()
 
     def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -204,10 +213,15 @@ class PostgresReadModels(ReadModels):
 
     def _notifications(self, start: int, stop: int | None, limit: int) -> Sequence[Notification]:
         """The recorder's query, with binary tuple rows: its dict rows cost as much CPU
-        as decoding the events, and reading is most of a rebuild."""
+        as decoding the events, and reading is most of a rebuild. The query has a lower
+        bound only, so the planner always walks the notification-id index: given a range
+        over a log without statistics yet (one just written), it sorted every row after
+        ``start`` for each batch. Rows past ``stop`` are cut here."""
         with self._pool.connection() as conn, conn.cursor(binary=True) as curs:
-            params = (start, _MAX_POSITION if stop is None else stop, limit)
-            return [Notification(*row) for row in curs.execute(self._select_log, params)]
+            rows = curs.execute(self._select_log, (start, limit)).fetchall()
+        if stop is not None and rows and rows[-1][_ID] > stop:
+            rows = rows[: bisect_right(rows, stop, key=itemgetter(_ID))]
+        return [Notification(*row) for row in rows]
 
     def create_tables(self, *, indexes: bool = True) -> None:
         """Nothing to do (and no lock taken) when the catalog has every table and index
@@ -257,11 +271,15 @@ class PostgresReadModels(ReadModels):
         """One connection per index, so the server builds them in parallel."""
 
         def build(statement: str) -> None:
-            with self._pool.connection() as conn:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute(f"SET LOCAL maintenance_work_mem TO '{_INDEX_MEMORY}'")
                 conn.execute(statement)
 
         with ThreadPoolExecutor(max_workers=3) as builders:
             list(builders.map(build, self.sql.create_indexes))
+
+    def _reader_done(self) -> None:
+        """Nothing: the read-ahead thread borrowed its connections from the pool."""
 
     def _lock_for_swap(self, curs: Cursor) -> None:
         curs.execute(self._lock_tables)
@@ -314,9 +332,16 @@ class PostgresReadModels(ReadModels):
 
 class PostgresFollower(Follower):
     """Follows the log on LISTEN/NOTIFY (the ledger NOTIFYs its events table's channel
-    on every write) with a slow safety poll, since a notification sent while the
-    connection was down is never delivered. The LISTEN connection also holds the model
-    set's advisory lock, so leadership ends exactly when that connection dies."""
+    on every write; PostgreSQL delivers it at commit) with a slow safety poll, since a
+    notification sent while the connection was down is never delivered. The LISTEN
+    connection also holds the model set's advisory lock, so leadership ends exactly when
+    that connection dies.
+
+    Only the leader can take new events, so only the leader LISTENs to the log. It
+    NOTIFYs the model set's own channel (:attr:`models_channel`) with each position it
+    committed, and standbys LISTEN to that: a process that does not lead serves
+    read-your-writes (:meth:`wait`) as soon as the leader's commit is visible, and is
+    not woken by every write to the log."""
 
     def __init__(
         self,
@@ -330,7 +355,11 @@ class PostgresFollower(Follower):
         set_ = models.model_set
         self.application_name = f"slotledger follower {set_.schema}.{set_.prefix}"[:63]
         """How the LISTEN connection shows in ``pg_stat_activity``."""
+        self.models_channel = f"slotledger_rm_{models.lock_key % 2**64:016x}"
+        """One channel per model set (its lock key), so positions of other sets, such
+        as a rebuild's side tables, are never taken for this one's."""
         self._conn: psycopg.Connection[Any] | None = None
+        self._announced = -1
 
     def _connect(self) -> None:
         self._conn = psycopg.connect(
@@ -339,15 +368,36 @@ class PostgresFollower(Follower):
             connect_timeout=5,
             application_name=self.application_name,
         )
-        self._conn.execute(f'LISTEN "{self.pg_models.channel}"')
+        self._conn.execute(f'LISTEN "{self.models_channel}"')
 
     def _try_lead(self) -> bool:
+        """Leading, LISTEN to the log before the first read (so no write falls between
+        the read and the LISTEN), and no longer to our own announcements."""
         assert self._conn is not None
-        return try_lock(self._conn, self.pg_models.lock_key)
+        if not try_lock(self._conn, self.pg_models.lock_key):
+            return False
+        self._conn.execute(f'LISTEN "{self.pg_models.channel}"')
+        self._conn.execute(f'UNLISTEN "{self.models_channel}"')
+        self._announced = -1
+        return True
 
     def _wait_for_news(self, timeout: float) -> bool:
         assert self._conn is not None
-        return any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1))
+        news = False
+        for notify in self._conn.notifies(timeout=timeout, stop_after=1):
+            if notify.channel != self.models_channel:
+                news = True  # the log moved (only a leader listens to it)
+            elif notify.payload.isdigit():
+                self._publish(int(notify.payload))  # the leader committed this far
+        return news
+
+    def _announce(self) -> None:
+        """Also tell the standbys of other processes how far the models are."""
+        super()._announce()
+        position = self._position
+        if self.is_leader and self._conn is not None and position > self._announced:
+            self._conn.execute("SELECT pg_notify(%s, %s)", (self.models_channel, str(position)))
+            self._announced = position
 
     def _disconnect(self) -> None:
         if self._conn is not None:

@@ -9,7 +9,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -98,6 +97,16 @@ class _Connections:
                 self._all.append(conn)
         return conn
 
+    def release(self) -> None:
+        """Close the calling thread's connection, if it has one (the thread is ending)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        del self._local.conn
+        with self._lock:
+            self._all.remove(conn)
+        conn.close()
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
@@ -176,6 +185,13 @@ class SQLiteReadModels(ReadModels):
         finally:
             self.unlock(fd)
 
+    def _reader_done(self) -> None:
+        """The read-ahead thread's connections: to these models' file, and to the one
+        whose parked events it read (a replay's target has its own)."""
+        for models in (self, self._parking):
+            if isinstance(models, SQLiteReadModels):
+                models._connections.release()
+
     def _before_swap(self) -> None:
         """Nothing: SQLite cannot rename indexes, so the swap builds them."""
 
@@ -226,7 +242,9 @@ class SQLiteReadModels(ReadModels):
 
 
 class SQLiteFollower(Follower):
-    """Polls the ledger's file (SQLite cannot notify); leads through a file lock."""
+    """Woken by this process's own commits (:meth:`~projections.engine.follower.
+    LogFollower.wake`), and polls the ledger's file for other processes' (SQLite cannot
+    notify); leads through a file lock."""
 
     def __init__(
         self, models: SQLiteReadModels, *, poll_interval: float = 0.05, max_backoff: float = 2.0
@@ -243,8 +261,7 @@ class SQLiteFollower(Follower):
         return self._fd is not None
 
     def _wait_for_news(self, timeout: float) -> bool:
-        time.sleep(timeout)
-        return False
+        return self._wait_for_wake(timeout)
 
     def _disconnect(self) -> None:
         if self._fd is not None:

@@ -17,14 +17,15 @@ UNREACHABLE = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
 """A PostgreSQL URL nobody listens on (the port was free a moment ago)."""
 
 CASES = [
-    # core commands (ledger/commands.py)
+    # core commands (ledger/entrypoints/cli/core.py)
     pytest.param(["fail", "ghost", "--reason", "x"], {}, "slot_not_found", 2, id="core-bad-input"),
     pytest.param(["acquire", "bot-1"], {}, "bot_already_holds_slot", 1, id="core-refusal"),
     pytest.param(
         ["slots"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "store_unavailable", 1, id="core-outage"
     ),
-    # read side (projections/cli.py)
+    # read side (ledger/entrypoints/cli/readside.py)
     pytest.param(["at", "yesterday"], {}, "bad_input", 2, id="read-side-bad-input"),
+    pytest.param(["history", "UNKNOWN"], {}, "slot_not_found", 2, id="read-side-unknown-slot"),
     pytest.param(
         ["history", "x"],
         {"LEDGER_DATABASE_URL": UNREACHABLE},
@@ -39,7 +40,7 @@ CASES = [
         2,
         id="read-side-bad-configuration",
     ),
-    # service (ledger/web/cli.py) and policies (ledger/policy_cli.py)
+    # service (serve.py) and policies (policy.py)
     pytest.param(
         ["stats"],
         {"LEDGER_DATABASE_URL": "mysql://nope"},
@@ -51,11 +52,18 @@ CASES = [
         ["stats"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "store_unavailable", 1, id="stats-outage"
     ),
     pytest.param(
-        ["policy", "run", "--dry-run"],
+        ["policy", "run"],
         {"LEDGER_COOLIFY_TOKEN": ""},
         "bad_configuration",
         2,
         id="policy-bad-configuration",
+    ),
+    pytest.param(
+        ["stats"],
+        {"DEPLOYING_TIMEOUT": "5"},
+        "bad_configuration",
+        2,
+        id="configuration-names-the-alias",
     ),
 ]
 

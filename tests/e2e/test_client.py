@@ -12,7 +12,10 @@ import pytest
 
 from ledger.client import (
     BotNotFound,
+    BotStatus,
     ClientError,
+    Queued,
+    Release,
     SlotLedgerClient,
     SlotView,
     Unavailable,
@@ -133,5 +136,7 @@ def test_gives_up_when_the_server_stays_down() -> None:
 def test_models_match_the_openapi_document(server: HttpProcess) -> None:
     """Every field the client reads is one the server documents, with the same name."""
     schemas = httpx.get(server.url + "/openapi.json").json()["components"]["schemas"]
-    documented = set(schemas["SlotOut"]["properties"])
-    assert set(SlotView.model_fields) <= documented
+    assert set(SlotView.model_fields) <= set(schemas["SlotOut"]["properties"])
+    assert set(BotStatus.model_fields) <= set(schemas["DeploymentStatusOut"]["properties"])
+    assert set(Queued.model_fields) <= set(schemas["QueuedOut"]["properties"])
+    assert set(Release.model_fields) - {"confirmed"} <= set(schemas["ReleaseOut"]["properties"])

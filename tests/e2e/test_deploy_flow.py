@@ -17,6 +17,7 @@ from ledger.application import SlotLedger
 from ledger.application.deploy import (
     Acquired,
     LocalDeployPermits,
+    Polling,
     Queued,
     SlotDeployer,
     SlotTemplate,
@@ -27,7 +28,17 @@ from ledger.domain import SlotStatus
 from ledger.domain.invariants import check_events, iter_log
 from ledger.settings import load_settings
 
-FAKE = FakeSettings(deploy_delay=0.05, delete_delay=0.05, rate_limit=0, seed=3)
+FAKE = FakeSettings(
+    deploy_delay=0.05,
+    delete_delay=0.05,
+    stop_delay=0.1,
+    status_interval=0.1,
+    rate_limit=0,
+    seed=3,
+)
+"""Coolify's lags, short: the stop job runs 0.1 s after the request, the status sweep
+every 0.1 s (a container is seen running by the second sweep after its deployment)."""
+QUICK = Polling(0.02, 0.02)
 
 
 @dataclass
@@ -54,7 +65,11 @@ def fake_coolify() -> Iterator[FakeCoolifyServer]:
 @pytest.fixture
 def stack(database_url: str, fake_coolify: FakeCoolifyServer) -> Iterator[Stack]:
     fake_coolify.fake.reset()
-    fake_coolify.fake.configure(deploy_delay=FAKE.deploy_delay)
+    fake_coolify.fake.configure(
+        deploy_delay=FAKE.deploy_delay,
+        stop_delay=FAKE.stop_delay,
+        status_interval=FAKE.status_interval,
+    )
     settings = load_settings(database_url=database_url, max_pool_size=3)
     ledger = build_ledger(settings)
     coolify = CoolifyClient(fake_coolify.base_url, fake_coolify.token, backoff_base=0.01)
@@ -66,7 +81,14 @@ def stack(database_url: str, fake_coolify: FakeCoolifyServer) -> Iterator[Stack]
         image_tag="1.0",
     )
     deployer = SlotDeployer(
-        ledger, coolify, template, LocalDeployPermits(4), poll_s=0.02, status_grace_s=0.3
+        ledger,
+        coolify,
+        template,
+        LocalDeployPermits(4),
+        polling=QUICK,
+        exited_grace_s=2.0,
+        stop_timeout_s=30.0,
+        status_lag_s=0.5,
     )
     mirror = DescriptionMirror(ledger, coolify, follower_env(settings.store, "mirror", settings))
     yield Stack(ledger, deployer, mirror, fake_coolify)
@@ -160,6 +182,7 @@ def test_application_deleted_outside_is_recreated_and_history_says_so(stack: Sta
     first = stack.deployer.request("bot-1")
     stack.deployer.wait_idle()
     stack.deployer.release("bot-1")
+    stack.deployer.wait_idle()  # the release's second step: the slot is idle again
     assert isinstance(first, Acquired)
     old_uuid = stack.ledger.get_slot(first.slot.id).coolify_uuid
     assert old_uuid is not None
@@ -184,8 +207,8 @@ def test_release_of_unknown_bot_is_typed(stack: Stack) -> None:
 def test_repeated_cycles_reuse_one_slot(stack: Stack) -> None:
     """acquire -> busy -> release with a 0 s deployment delay, again and again; prints the
     median cycle time (``make bench`` measures it over 100 cycles)."""
-    stack.fake.fake.configure(deploy_delay=0.0)
-    stack.deployer.poll_s = 0.005
+    stack.fake.fake.configure(deploy_delay=0.0, stop_delay=0.0, status_interval=0.0)
+    stack.deployer.app.polling = Polling(0.005, 0.005)
     times = []
     for i in range(20):
         started = time.perf_counter()
@@ -193,6 +216,7 @@ def test_repeated_cycles_reuse_one_slot(stack: Stack) -> None:
         assert isinstance(result, Acquired) and result.task is not None
         result.task.result(timeout=60)
         stack.deployer.release(f"cycle-{i}")
+        stack.deployer.wait_idle()
         times.append(time.perf_counter() - started)
     median_ms = statistics.median(times) * 1000
     print(f"\nfull acquire->busy->release cycle against the fake: median {median_ms:.1f} ms")
@@ -206,9 +230,15 @@ def test_release_during_deploy_ends_that_deploy_and_the_slot_stays_idle(stack: S
     wait_for(lambda: stack.ledger.get_slot(result.slot.id).deployment_uuid is not None)
     stack.deployer.release("bot-r")
     result.task.result(timeout=60)  # the follow loop noticed the lease ended
+    stack.deployer.wait_idle()
     events = [type(e).__name__ for e in stack.history(result.slot.name)]
-    assert events[-2:] == ["SlotDeploying", "SlotReleased"]
-    assert stack.ledger.get_slot(result.slot.id).status is SlotStatus.IDLE
+    assert events[-3:] == ["SlotDeploying", "SlotReleasing", "SlotReleased"]
+    slot = stack.ledger.get_slot(result.slot.id)
+    assert slot.status is SlotStatus.IDLE
+    deployments = stack.fake.fake.deployments(slot.coolify_uuid or "")
+    assert [d["status"] for d in deployments if d["deployment_uuid"] == slot.deployment_uuid] == [
+        "cancelled-by-user"
+    ]
 
 
 def test_a_queued_bot_cannot_also_take_a_slot(stack: Stack) -> None:

@@ -25,6 +25,13 @@ loaded machine makes the run slower, never short of connections."""
 BOTS = 12
 CYCLES = 240
 """request -> (repeat) -> release -> (repeat) cycles in all: the run is bounded by work."""
+QUICK_RELEASE = {
+    "LEDGER_STATUS_LAG_S": "1",
+    "LEDGER_POLL_INITIAL_S": "0.05",
+    "LEDGER_POLL_MAX_S": "0.25",
+}
+"""A release clears its slot in the background (cancel, stop, wait until gone) at the
+fake's short lags, so the next request soon finds the slot again."""
 
 
 @dataclass
@@ -133,7 +140,7 @@ def holders(server: HttpProcess) -> dict[str, str]:
 def test_releases_that_race_dispatches_leak_no_slot(tmp_path: Path, postgres_url: str) -> None:
     with cluster(tmp_path) as running:
         fake = running.fake_coolify(deploy_delay=0.05)
-        env = running.env(postgres_url, fake, LEDGER_MAX_POOL_SIZE="2")
+        env = running.env(postgres_url, fake, LEDGER_MAX_POOL_SIZE="2", **QUICK_RELEASE)
         servers = [running.serve(env, name="serve-a"), running.serve(env, name="serve-b")]
 
         tally = run_clients(servers)
@@ -159,7 +166,7 @@ def test_a_repeated_request_answers_with_the_same_slot_or_entry(
 ) -> None:
     with cluster(tmp_path) as running:
         fake = running.fake_coolify(deploy_delay=3600)  # slots stay deploying, held
-        env = running.env(postgres_url, fake, LEDGER_MAX_POOL_SIZE="2")
+        env = running.env(postgres_url, fake, LEDGER_MAX_POOL_SIZE="2", **QUICK_RELEASE)
         server = running.serve(env)
         key = {"Idempotency-Key": "order-17"}
         with server.client() as http:

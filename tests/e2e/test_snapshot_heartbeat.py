@@ -23,6 +23,13 @@ from tests.blackbox import cluster, wait_for
 
 MAX_CYCLES = 120
 INTERVAL = SlotLedger.snapshotting_intervals[Slot]
+QUICK_RELEASE = {
+    "LEDGER_STATUS_LAG_S": "1",
+    "LEDGER_POLL_INITIAL_S": "0.05",
+    "LEDGER_POLL_MAX_S": "0.25",
+}
+"""A release cancels the lease's running deployment and gives the status this long to
+show a container it may have started: the fake's status sweep is short."""
 
 
 def snapshot_versions(database_url: str) -> set[int]:
@@ -58,7 +65,8 @@ def test_the_holders_heartbeat_starts_a_slot_loaded_from_a_snapshot(
     with cluster(tmp_path) as running:
         # Deployments never finish: only the holder's heartbeat can start the slot.
         fake = running.fake_coolify(deploy_delay=3600)
-        server = running.serve(running.env(database_url, fake, LEDGER_MAX_POOL_SIZE="1"))
+        env = running.env(database_url, fake, LEDGER_MAX_POOL_SIZE="1", **QUICK_RELEASE)
+        server = running.serve(env)
         with server.client() as http:
             slot_ids, snapshot = set(), None
             for n in range(MAX_CYCLES):
@@ -74,6 +82,10 @@ def test_the_holders_heartbeat_starts_a_slot_loaded_from_a_snapshot(
                 released = http.delete(f"/v1/deployments/{bot}")
                 assert released.status_code == 200, released.text
                 assert released.json()["outcome"] == "released"
+                wait_for(  # the release's second step: the cancelled deploy is cleared
+                    lambda s=slot_id: http.get(f"/v1/slots/{s}").json()["status"] == "idle",
+                    what=f"slot {slot_id} idle again",
+                )
             assert snapshot is not None, f"no snapshot fell within a lease in {MAX_CYCLES} cycles"
             assert slot_ids == {slot_id}
             wait_for(lambda: snapshot in snapshot_versions(database_url), what="the snapshot")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ledger.application import new_correlation_id
-from ledger.application.deploy import SlotDeployer
+from ledger.application.deploy import Polling, SlotDeployer
 from ledger.bootstrap import (
     build_coolify,
     build_follower,
@@ -81,8 +81,10 @@ def main(database_url: str, coolify_url: str, token: str, client_log: str, seed:
         build_coolify(settings),
         slot_template(settings),
         build_permits(settings),
-        poll_s=0.05,
-        status_grace_s=0.5,
+        polling=Polling(0.05, 0.05),
+        exited_grace_s=2.0,
+        stop_timeout_s=20.0,
+        status_lag_s=0.5,
     )
     Periodic("queue-drain", deployer.drain, 0.1).start()
     client = ClientLog(Path(client_log))

@@ -27,6 +27,7 @@ from ledger.application.deploy import (
     Acquired,
     CoolifySlotRuntime,
     LocalDeployPermits,
+    Polling,
     SlotDeployer,
     SlotTemplate,
 )
@@ -43,7 +44,16 @@ POOL = 20
 CONCURRENT_BOTS = 40
 FLOW_DEADLINE_S = 90.0
 """Only a bound: bots settle as soon as they are busy or lost; a slow machine needs room."""
-FAKE = FakeSettings(deploy_delay=0.05, delete_delay=0.05, rate_limit=60, rate_window=1.0, seed=7)
+FAKE = FakeSettings(
+    deploy_delay=0.05,
+    delete_delay=0.05,
+    stop_delay=0.1,
+    status_interval=0.1,
+    rate_limit=60,
+    rate_window=1.0,
+    seed=7,
+)
+QUICK = Polling(0.1, 0.1)
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +160,14 @@ def test_two_hundred_bots_through_a_faulty_coolify(
         SlotTemplate(FAKE.project_uuid, FAKE.server_uuid, FAKE.environment_name, "bot", "1"),
         LocalDeployPermits(POOL),
         queue_timeout_s=FLOW_DEADLINE_S,
-        poll_s=0.1,
+        polling=QUICK,
         ready_timeout_s=15,
-        status_grace_s=0.5,
+        exited_grace_s=2.0,
+        stop_timeout_s=15.0,
+        status_lag_s=0.5,
     )
-    policies = PolicyEngine(ledger, CoolifySlotRuntime(coolify), policy_config(settings))
+    runtime = CoolifySlotRuntime(coolify, deployer.app)
+    policies = PolicyEngine(ledger, runtime, policy_config(settings))
     background = [
         Periodic("drain", deployer.drain, 0.25),
         Periodic("policies", policies.tick, 0.25),
@@ -210,7 +223,7 @@ def test_a_request_its_own_drain_dispatches_is_acknowledged(
         coolify,
         SlotTemplate(FAKE.project_uuid, FAKE.server_uuid, FAKE.environment_name, "bot", "1"),
         LocalDeployPermits(1),
-        poll_s=0.02,
+        polling=Polling(0.02, 0.02),
     )
     try:
         assert isinstance(deployer.request("bot-a"), Acquired)

@@ -4,7 +4,8 @@ Each trial starts ``tests.faults.deploy_worker`` on a fresh schema, lets it work
 fake Coolify has seen a random number of its requests (so the kill lands between two
 steps of some deploy or release), and kills it. The restarted side then finds: read
 models that, once caught up, equal a full rebuild; slots left deploying by the dead
-process failed by the stale-deploying policy (its clock ahead); no slot leased twice; and
+process failed by the stale-deploying policy and slots it left releasing by the
+stale-releasing policy (its clock ahead), then recovered; no slot leased twice; and
 every command the dead process saw acknowledged, in the log.
 """
 
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from ledger.application.containers import AppDriver, Polling
 from ledger.application.deploy import CoolifySlotRuntime
 from ledger.application.policies import PolicyEngine
 from ledger.bootstrap import build_coolify, build_ledger, build_read_models, policy_config
 from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
 from ledger.domain import Slot, SlotStatus
 from ledger.domain.invariants import iter_log
+from ledger.domain.slot import OCCUPIED
 from tests.faults.deploy_worker import worker_settings
 from tests.faults.support import ClientLog, assert_log_sound, inconsistent_slots
 
@@ -36,7 +39,10 @@ TRIALS = 10
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeCoolifyServer]:
-    with FakeCoolifyServer(FakeSettings(deploy_delay=0.1, delete_delay=0.05, rate_limit=0)) as s:
+    settings = FakeSettings(  # Coolify's lags, short
+        deploy_delay=0.1, delete_delay=0.05, stop_delay=0.1, status_interval=0.1, rate_limit=0
+    )
+    with FakeCoolifyServer(settings) as s:
         yield s
 
 
@@ -85,27 +91,40 @@ def test_sigkill_during_the_deploy_flow(
     models.rebuild()
     assert models.dump() == projected
 
-    stuck = [r.slot_id for r in ledger.slots() if r.status is SlotStatus.DEPLOYING]
-    ahead = timedelta(seconds=settings.deploying_timeout_s + 1)
+    stuck = [r.slot_id for r in ledger.slots() if r.status is SlotStatus.DEPLOYING and r.bot_id]
+    releasing = [r.slot_id for r in ledger.slots() if r.status in OCCUPIED and not r.bot_id]
+    config = policy_config(settings)
+    ahead = timedelta(seconds=max(config.deploying_timeout_s, config.releasing_timeout_s) + 1)
     coolify = build_coolify(settings)
+    quick = AppDriver(coolify, Polling(0.05, 0.2), stop_timeout_s=20.0, status_lag_s=0.5)
     policies = PolicyEngine(
         ledger,
-        CoolifySlotRuntime(coolify),
-        policy_config(settings),
+        CoolifySlotRuntime(coolify, quick),
+        config,
         clock=lambda: ledger.clock() + ahead,
     )
     policies.tick()
     coolify.close()
-    timed_out = {
-        e.originator_id
-        for _, e in iter_log(ledger)
-        if isinstance(e, Slot.SlotFailed) and e.reason_code == "deploying_timeout"
-    }
-    assert timed_out == set(stuck)
+
+    def failed(reason_code: str) -> set[object]:
+        return {
+            e.originator_id
+            for _, e in iter_log(ledger)
+            if isinstance(e, Slot.SlotFailed) and e.reason_code == reason_code
+        }
+
+    assert failed("deploying_timeout") == set(stuck)
+    assert failed("releasing_timeout") == set(releasing)
     assert inconsistent_slots(ledger, {SlotStatus.IDLE, SlotStatus.BUSY}) == []
     acks = ClientLog.read(client_log)
     assert acks.acks, "the worker acknowledged nothing before it was killed"
-    assert_log_sound(ledger, acks)
-    print(f"\ntrial {trial}: {len(acks.acks)} acknowledged commands, {len(stuck)} stuck slots")
+    # A kill between a release's SlotReleased and its drain leaves a slot idle beside
+    # waiting entries until a drain runs; here none does, and the policies' clock jumped
+    # ahead: that wait is the jump, not starvation.
+    assert_log_sound(ledger, acks, queue_grace_s=ahead.total_seconds() + 30)
+    print(
+        f"\ntrial {trial}: {len(acks.acks)} acknowledged commands, {len(stuck)} stuck "
+        f"deploying, {len(releasing)} left releasing"
+    )
     models.close()
     ledger.close()

@@ -27,7 +27,9 @@ def write_overflow(ledger: SlotLedger) -> int:
         timestamp=ledger.clock(),
         actor="operator",
         correlation_id="poison",
-        max_size=2**70,
+        old_max_size=pool.max_size,
+        new_max_size=2**70,
+        reason="poison",
     )
     return ledger.save(pool)[-1].notification.id
 

@@ -247,7 +247,8 @@ def test_check_command_exits_0_on_a_clean_log_and_1_on_violations(
     crafted_double_lease(database_url)
     dirty = CliRunner().invoke(build_app(), ["check", "--json"])
     assert dirty.exit_code == 1, dirty.output
-    found = [json.loads(line) for line in dirty.stdout.splitlines()]
+    *found, summary = [json.loads(line) for line in dirty.stdout.splitlines()]
+    assert summary["violations"] == 2
     assert sorted(v["kind"] for v in found) == ["illegal_transition", "slot_two_bots"]
     assert {v["bot_id"] for v in found} == {"bot-b"}
 
@@ -282,5 +283,6 @@ def test_slotledger_check_as_a_process(sqlite_url: str, tmp_path: Path) -> None:
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1, done.stderr
-    found = [json.loads(line) for line in done.stdout.splitlines()]
+    *found, summary = [json.loads(line) for line in done.stdout.splitlines()]
+    assert summary["violations"] == 2
     assert sorted(v["kind"] for v in found) == ["illegal_transition", "slot_two_bots"]

@@ -13,7 +13,8 @@ from eventsourcing.persistence import StoredEvent
 from ledger.application import SlotLedger
 from ledger.bootstrap import memory_env
 from ledger.domain import TRANSITIONS, Pool, QueueEntry, Slot, SlotStatus, check_actor
-from ledger.errors import BadInput, IllegalTransition, PoolFull, WrongBot
+from ledger.domain.invariants import check_events, iter_log
+from ledger.errors import BadInput, IllegalTransition, PoolFull, StaleLease, WrongBot
 
 AT = datetime(2025, 12, 17, 22, 30, tzinfo=UTC)
 META = {"at": AT, "actor": "worker", "correlation_id": "c-1"}
@@ -49,6 +50,7 @@ COMMANDS: dict[str, Callable[[Slot], None]] = {
     "SlotAcquired": lambda s: s.acquire("bot-2", **META),
     "SlotDeploying": lambda s: s.mark_deploying("dep-1", **META),
     "SlotStarted": lambda s: s.mark_started(**META),
+    "SlotReleasing": lambda s: s.begin_release(s.bot_id or "bot-1", **META),
     "SlotReleased": lambda s: s.release(s.bot_id or "bot-1", **META),
     "SlotFailed": lambda s: s.fail("Container crashed", **META),
     "SlotRecoveryFailed": lambda s: s.recovery_failed("stop failed", **META),
@@ -232,3 +234,92 @@ def test_heartbeat_starts_a_deploying_slot_and_refuses_strangers() -> None:
     assert slot.heartbeat("bot-1", **META) is False
     with pytest.raises(WrongBot):
         slot.heartbeat("bot-2", **META)
+
+
+def releasing(status: SlotStatus) -> Slot:
+    """A slot whose bot let go while its container may still run (``deploying`` or
+    ``busy`` with no bot)."""
+    slot = slot_in(status)
+    slot.begin_release("bot-1", **META)
+    assert (slot.status, slot.bot_id, slot.releasing) == (status, None, True)
+    return slot
+
+
+RELEASING = [SlotStatus.DEPLOYING, SlotStatus.BUSY]
+
+
+@pytest.mark.parametrize("status", RELEASING)
+def test_a_releasing_slot_takes_no_deploy_step_and_no_second_release(status: SlotStatus) -> None:
+    slot = releasing(status)
+    version = slot.version
+    for event in ("SlotDeploying", "SlotStarted", "SlotReleasing", "SlotAcquired"):
+        if status in TRANSITIONS[event].sources:
+            with pytest.raises(IllegalTransition, match="releasing"):
+                COMMANDS[event](slot)
+        else:
+            with pytest.raises(IllegalTransition):
+                COMMANDS[event](slot)
+    with pytest.raises(WrongBot):  # the bot let go: neither its heartbeat nor a release
+        slot.heartbeat("bot-1", **META)
+    with pytest.raises(WrongBot):
+        slot.release("bot-1", **META)
+    assert (slot.status, slot.version) == (status, version)
+
+
+@pytest.mark.parametrize("status", RELEASING)
+def test_a_releasing_slot_ends_idle_or_in_error(status: SlotStatus) -> None:
+    done = releasing(status)
+    done.complete_release("bot-1", **META)
+    assert (done.status, done.bot_id, done.last_used, done.releasing) == (
+        SlotStatus.IDLE,
+        None,
+        AT,
+        False,
+    )
+    assert type(done.pending_events[-1]).__name__ == "SlotReleased"
+    assert done.pending_events[-1].bot_id == "bot-1"  # the audit trail names the lease
+    failed = releasing(status)
+    failed.fail_release("container still running", reason_code="stop_timeout", **META)
+    assert (failed.status, failed.last_error) == (SlotStatus.ERROR, "container still running")
+
+
+@pytest.mark.parametrize("status", list(SlotStatus))
+def test_only_a_releasing_slot_completes_or_fails_a_release(status: SlotStatus) -> None:
+    slot = slot_in(status)
+    with pytest.raises(IllegalTransition, match="not releasing"):
+        slot.complete_release("bot-1", **META)
+    with pytest.raises(IllegalTransition, match="not releasing"):
+        slot.fail_release("late", reason_code="stop_timeout", **META)
+    assert slot.releasing is False
+
+
+def test_a_staged_release_frees_the_bot_at_once_and_the_slot_later() -> None:
+    """Through the ledger: the bot holds nothing as soon as its lease ends, and may take
+    another slot; the released slot is not idle until its release completes."""
+    ledger = SlotLedger(memory_env(), max_pool_size=2)
+    first = ledger.provision("meet", acquire_for="bot-1").slot
+    outcome = ledger.release("bot-1", staged=True)
+    assert (outcome.slot.status, outcome.slot.bot_id) == (SlotStatus.DEPLOYING, None)
+    assert ledger.holding("bot-1") is None
+    assert ledger.index.idle_candidates("default", None, 8) == []
+    again = ledger.provision("meet", acquire_for="bot-1").slot
+    assert again.id != first.id
+    with pytest.raises(StaleLease):
+        ledger.complete_release(first.id, "bot-1", lease=first.lease + 1)
+    done = ledger.complete_release(first.id, "bot-1", lease=first.lease)
+    assert done.slot.status is SlotStatus.IDLE
+    assert [r.slot_id for r in ledger.index.idle_candidates("default", None, 8)] == [first.id]
+
+
+def test_a_one_step_release_of_an_old_log_still_replays() -> None:
+    """Logs written before the two-step release have SlotReleased straight from busy:
+    the aggregate rebuilt from them, and the invariant checker, accept them."""
+    ledger = SlotLedger(memory_env())
+    slot_id = ledger.provision("meet", acquire_for="bot-1").slot.id
+    ledger.mark_started(slot_id)
+    ledger.release("bot-1")
+    events = [e for _, e in iter_log(ledger) if e.originator_id == slot_id]
+    assert [type(e).__name__ for e in events][-2:] == ["SlotStarted", "SlotReleased"]
+    replayed: Slot = ledger.repository.get(slot_id)  # from the stored events
+    assert (replayed.status, replayed.bot_id, replayed.lease) == (SlotStatus.IDLE, None, 1)
+    assert check_events(iter_log(ledger)).ok

@@ -81,7 +81,7 @@ def test_absurd_policy_settings_are_rejected_at_start(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigurationError, match="bad configuration"):
+    with pytest.raises(ConfigurationError, match=rf"^{variable}: "):
         load_settings()
 
 

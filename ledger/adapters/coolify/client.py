@@ -4,10 +4,16 @@ Retries follow one rule: retry only when a second attempt cannot do the work twi
 always retried (the throttle rejected the request before any work); 5xx and transport errors
 are retried only for idempotent calls, because a retried POST start/restart/create may queue a
 second deployment or create a second application.
+
+Every attempt, retries included, first draws from the process's
+:class:`~ledger.adapters.coolify.budget.RequestBudget` when the client has one, waiting for
+room up to ``budget_wait_s``; no room in time raises :class:`CoolifyRateLimited` without
+sending anything, the same error as a 429 that outlasted the retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -19,8 +25,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ledger.adapters.coolify.budget import RequestBudget
 from ledger.adapters.coolify.models import (
     CoolifyApplication,
     CoolifyDeployment,
@@ -67,13 +74,33 @@ _ERROR_BY_STATUS: dict[int, type[CoolifyError]] = {
 _IDEMPOTENT_METHODS = frozenset({"GET", "DELETE"})
 _APPLICATION = "/applications/{uuid}"
 _DEPLOYMENT = "/deployments/{uuid}"
+_PROJECT = "/projects/{uuid}"
+_WRITE_PROBE = {"slotledger_write_check": True}
+"""A body the project PATCH refuses (422 "This field is not allowed.") before it reads or
+changes anything, once ``api.ability:write`` has let it through."""
+_NO_DEPLOYMENT = "slotledger-deploy-check"
+"""Not a cuid2 (Coolify's uuids are lowercase letters and digits): no deployment has it."""
+
+
+class _Named(BaseModel):
+    """A project, environment or server as the checks read it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    uuid: str | None = None
+    name: str | None = None
+
+
+class _Environment(_Named):
+    applications: list[_Named] = []
 
 
 class CoolifyClient:
     """One Coolify instance, reached at ``base_url`` (ending in ``/api/v1``) with one token.
 
     Thread-safe: it wraps a single pooled ``httpx.Client``. ``transport`` and ``event_hooks``
-    go straight to httpx (tests use them); ``sleep`` is what waits between retries.
+    go straight to httpx (tests use them); ``sleep`` is what waits between retries. The
+    client owns ``budget`` and closes it with itself.
     """
 
     def __init__(
@@ -89,6 +116,8 @@ class CoolifyClient:
         on_response: ResponseHook | None = None,
         sleep: Callable[[float], None] = time.sleep,
         event_hooks: Mapping[str, Sequence[Callable[..., Any]]] | None = None,
+        budget: RequestBudget | None = None,
+        budget_wait_s: float = 60.0,
     ) -> None:
         if not token:
             raise ConfigurationError("Coolify API token is empty")
@@ -104,6 +133,9 @@ class CoolifyClient:
         self._backoff_max = backoff_max
         self._on_response = on_response
         self._sleep = sleep
+        self.budget = budget
+        self._budget_wait_s = budget_wait_s
+        self._answered_at: float | None = None
         self._random = random.Random()
         self._http = httpx.Client(
             base_url=self._base_url,
@@ -118,6 +150,13 @@ class CoolifyClient:
 
     def close(self) -> None:
         self._http.close()
+        if self.budget is not None:
+            self.budget.close()
+
+    def answered_within(self, seconds: float) -> bool:
+        """Whether Coolify answered any request (below 500) in the last ``seconds``."""
+        answered = self._answered_at
+        return answered is not None and time.monotonic() - answered <= seconds
 
     def __enter__(self) -> CoolifyClient:
         return self
@@ -142,7 +181,13 @@ class CoolifyClient:
 
     def update_description(self, uuid: str, description: str) -> None:
         """Set the description, cleaned so that Coolify stores exactly what was sent."""
-        body = {"description": clean_description(description)}
+        self._update(uuid, {"description": clean_description(description)})
+
+    def update_application(self, uuid: str, *, name: str, description: str) -> None:
+        """Rename and describe the app (both are whitelisted keys; Coolify strips tags)."""
+        self._update(uuid, {"name": name, "description": clean_description(description)})
+
+    def _update(self, uuid: str, body: dict[str, str]) -> None:
         # A full-value PATCH: sending it twice leaves the same state, so retrying is safe.
         self._send("PATCH", _APPLICATION, uuid=uuid, body=body, idempotent=True)
 
@@ -235,6 +280,47 @@ class CoolifyClient:
         """Cancel a queued or running deployment; a finished one gives a 400 CoolifyError."""
         self._send("POST", "/deployments/{uuid}/cancel", uuid=deployment_uuid)
 
+    # Projects, environments, servers and the token's abilities (the start-up checks)
+
+    def list_project_uuids(self) -> set[str]:
+        """The uuids of the token's team's projects. ``GET /projects/{uuid}`` cannot tell a
+        missing project: the code loads a relation on the null it found and answers 500."""
+        response = self._send("GET", "/projects")
+        data = self._json(response)
+        if not isinstance(data, list):
+            raise self._bad_response(response, "expected a JSON array")
+        found = (self._validate(_Named, item, response).uuid for item in data)
+        return {uuid for uuid in found if uuid}
+
+    def get_environment(self, project_uuid: str, name_or_uuid: str) -> str | None:
+        """The environment's name; looked up by name first, then by uuid, like create."""
+        template = "/projects/{uuid}/{env_uuid}"
+        response = self._send("GET", template, uuid=project_uuid, env_uuid=name_or_uuid)
+        return self._parse(_Named, response).name
+
+    def environment_applications(self, project_uuid: str, name_or_uuid: str) -> set[str]:
+        """The uuids of the environment's applications (the code loads them with it)."""
+        template = "/projects/{uuid}/{env_uuid}"
+        response = self._send("GET", template, uuid=project_uuid, env_uuid=name_or_uuid)
+        found = self._parse(_Environment, response).applications
+        return {app.uuid for app in found if app.uuid}
+
+    def get_server(self, uuid: str) -> str | None:
+        """The server's name."""
+        return self._parse(_Named, self._send("GET", "/servers/{uuid}", uuid=uuid)).name
+
+    def check_write_ability(self, project_uuid: str) -> None:
+        """Pass ``api.ability:write`` without changing anything: Coolify answers the probe
+        422 (a 403 means the token cannot write, and is raised)."""
+        with contextlib.suppress(CoolifyValidationError):
+            self._send("PATCH", _PROJECT, uuid=project_uuid, body=_WRITE_PROBE, idempotent=True)
+
+    def check_deploy_ability(self) -> None:
+        """Pass ``api.ability:deploy`` without deploying: cancelling a deployment that
+        cannot exist answers 404 (a 403 means the token cannot deploy, and is raised)."""
+        with contextlib.suppress(CoolifyNotFound):
+            self._send("POST", "/deployments/{uuid}/cancel", uuid=_NO_DEPLOYMENT)
+
     # Instance
 
     def health(self) -> str:
@@ -270,6 +356,7 @@ class CoolifyClient:
         request = self._http.build_request(method, path, params=params, json=body)
         retries_done = 0
         while True:
+            self._draw(request)
             try:
                 response = self._http.send(request)
             except httpx.TransportError as exc:
@@ -284,6 +371,8 @@ class CoolifyClient:
                 backoff = self._backoff(retries_done)
                 self._wait(request, type(exc).__name__, retries_done, backoff)
                 continue
+            if response.status_code < 500:
+                self._answered_at = time.monotonic()
             if self._on_response is not None:
                 self._on_response(method, template, response.status_code)
             if response.is_success:
@@ -293,6 +382,19 @@ class CoolifyClient:
                 raise self._error(response)
             retries_done += 1
             self._wait(request, str(response.status_code), retries_done, delay)
+
+    def _draw(self, request: httpx.Request) -> None:
+        """One request from the budget, or CoolifyRateLimited when no room came in time."""
+        if self.budget is None or self.budget.acquire(self._budget_wait_s):
+            return
+        raise CoolifyRateLimited(
+            f"no room in the request budget of {self.budget.per_minute}/min "
+            f"within {self._budget_wait_s:.0f}s; not sent",
+            status=None,
+            method=request.method,
+            path=request.url.path,
+            retry_after=None,
+        )
 
     def _retry_delay(self, response: httpx.Response, idempotent: bool, retry: int) -> float | None:
         """Seconds to wait before ``retry``, or None when the response must not be retried."""

@@ -8,15 +8,36 @@ application's Coolify port (:mod:`ledger.application.ports`), which these models
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from ledger.application.ports import DeploymentStatus
 
 
 class _Response(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def _instant(value: object) -> datetime | None:
+    """A Coolify time as an aware UTC datetime. Laravel serialises ``created_at`` and
+    ``updated_at`` as ISO 8601 with ``Z``, but columns it does not cast (``last_online_at``,
+    ``finished_at``) as the database has them, ``2025-12-17 22:30:00`` in the app's
+    timezone (UTC); anything else is unknown (None), never a bad response."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+Instant = Annotated[datetime | None, BeforeValidator(_instant)]
 
 
 class AppStatus(_Response):
@@ -68,7 +89,11 @@ class CoolifyApplication(_Response):
     ] = None
     ports_exposes: str | None = None
     created_at: str | None = None
-    updated_at: str | None = None
+    updated_at: Instant = None
+    last_online_at: Instant = None
+    """Set whenever the status changes, and by every status sweep that sees the container
+    (``Application::saving``, ``PushServerUpdateJob``): a status with a ``last_online_at``
+    after a deployment's ``finished_at`` was observed after that deployment."""
 
     @field_validator("status", mode="before")
     @classmethod
@@ -106,8 +131,8 @@ class CoolifyDeployment(_Response):
     application_name: str | None = None
     commit: str | None = None
     created_at: str | None = None
-    updated_at: str | None = None
-    finished_at: str | None = None
+    updated_at: Instant = None
+    finished_at: Instant = None
 
     @property
     def is_terminal(self) -> bool:

@@ -18,7 +18,9 @@ __all__ = [
     "RecordedRequest",
     "html_page",
     "json_body",
+    "lenient_body",
     "message",
+    "munged_query",
     "wants_json",
 ]
 
@@ -28,7 +30,8 @@ NOT_FOUND_BODY = {"message": "Not found.", "docs": "https://coolify.io/docs"}
 
 @dataclass(frozen=True)
 class Call:
-    """One request, read once; ``params`` are the path parameters of the matched route."""
+    """One request, read once; ``params`` are the path parameters of the matched route and
+    ``sensitive`` whether its token may read sensitive data (``api.sensitive``)."""
 
     method: str
     path: str
@@ -36,6 +39,7 @@ class Call:
     query: Mapping[str, str]
     headers: Mapping[str, str]
     raw_body: bytes
+    sensitive: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,23 @@ def _munge(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _munge(item) for key, item in value.items()}
     return value
+
+
+def munged_query(call: Call) -> dict[str, Any]:
+    """The query string after the input-munging middleware."""
+    query: dict[str, Any] = _munge(dict(call.query))
+    return query
+
+
+def lenient_body(call: Call) -> dict[str, Any]:
+    """``$request->all()`` on a route without ``validateIncomingRequest``: the JSON object
+    if there is one, else nothing."""
+    try:
+        body = json.loads(call.raw_body) if call.raw_body else {}
+    except ValueError:
+        return {}
+    munged: dict[str, Any] = _munge(body) if isinstance(body, dict) else {}
+    return munged
 
 
 def json_body(call: Call) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -30,7 +31,14 @@ from ledger.devtools.fake_coolify.calls import (
 )
 from ledger.devtools.fake_coolify.handlers import route
 from ledger.devtools.fake_coolify.settings import DEFAULT_TOKEN, FakeSettings, Faults
-from ledger.devtools.fake_coolify.state import State, app_json, deployment_json, env_json
+from ledger.devtools.fake_coolify.state import (
+    CONTAINER_BEHAVIOURS,
+    State,
+    app_json,
+    deployment_json,
+    env_json,
+)
+from ledger.devtools.fake_coolify.timeline import advance
 
 __all__ = ["FakeCoolify", "FakeCoolifyServer", "main"]
 
@@ -39,8 +47,8 @@ class FakeCoolify:
     """The fake as an ASGI application plus a thread-safe Python API for tests.
 
     All state sits behind one lock: handlers are synchronous and short, so uvicorn's event
-    loop and test threads can share it. Deployments advance lazily, on every request and every
-    inspection, from timestamps fixed when they were queued.
+    loop and test threads can share it. Deployments, stop jobs and status sweeps advance
+    lazily (:mod:`.timeline`), on every request and every inspection.
     """
 
     def __init__(self, settings: FakeSettings | None = None) -> None:
@@ -59,9 +67,31 @@ class FakeCoolify:
             return self._state.faults
 
     def configure(self, **changes: Any) -> None:
-        """Change settings at runtime (delays, rate limit, token, ...)."""
+        """Change settings at runtime (delays, rate limit, token, ...), unchecked."""
         with self._lock:
-            self._state.settings = dataclasses.replace(self._state.settings, **changes)
+            advance(self._state)
+            self._state.apply_settings(dataclasses.replace(self._state.settings, **changes))
+
+    def update_settings(self, changes: Mapping[str, object]) -> FakeSettings:
+        """Change settings as ``POST /_fake/settings`` does; raises ValueError for unknown
+        names, ``seed``, wrong types or negative numbers."""
+        with self._lock:
+            advance(self._state)
+            self._state.apply_settings(self._state.settings.updated(changes))
+            return self._state.settings
+
+    def set_container(self, app_uuid: str, container: object) -> None:
+        """How the app's containers behave from its next deployment on (see
+        :data:`~ledger.devtools.fake_coolify.state.ContainerBehaviour`); raises LookupError
+        for an unknown app, ValueError for an unknown behaviour."""
+        if container not in CONTAINER_BEHAVIOURS:
+            raise ValueError(f"container must be one of {', '.join(CONTAINER_BEHAVIOURS)}")
+        with self._lock:
+            advance(self._state)
+            app = self._state.apps.get(app_uuid)
+            if app is None:
+                raise LookupError(f"no application {app_uuid!r}")
+            app.container = container
 
     def set_faults(self, **changes: Any) -> Faults:
         """Update some faults; raises ValueError for unknown names or wrong types."""
@@ -84,23 +114,32 @@ class FakeCoolify:
             return list(self._state.requests)
 
     def application(self, uuid: str) -> dict[str, Any] | None:
-        """The app as ``GET /applications/{uuid}`` would show it, or None once deleted."""
+        """The app as ``GET /applications/{uuid}`` shows it to the root token, or None once
+        deleted."""
         with self._lock:
-            self._state.advance()
+            advance(self._state)
             app = self._state.apps.get(uuid)
-            return None if app is None else app_json(app)
+            return None if app is None else app_json(app, sensitive=True)
 
     def env_vars(self, app_uuid: str) -> list[dict[str, Any]]:
         with self._lock:
             app = self._state.apps.get(app_uuid)
-            return [] if app is None else [env_json(env) for env in app.envs]
+            return [] if app is None else [env_json(env, sensitive=True) for env in app.envs]
+
+    def containers(self, app_uuid: str) -> list[str]:
+        """The deployment uuids of the containers Docker runs for the app now (what a stop
+        removes; the API only shows them through the lagging status)."""
+        with self._lock:
+            advance(self._state)
+            app = self._state.apps.get(app_uuid)
+            return [] if app is None else [c.deployment_uuid for c in app.containers]
 
     def deployments(self, app_uuid: str) -> list[dict[str, Any]]:
         """The app's deployments as the API shows them, oldest first."""
         with self._lock:
-            self._state.advance()
+            advance(self._state)
             return [
-                deployment_json(deployment, self._state.settings)
+                deployment_json(deployment, self._state.settings, sensitive=True)
                 for deployment in self._state.deployments.values()
                 if deployment.app_uuid == app_uuid
             ]
@@ -108,7 +147,7 @@ class FakeCoolify:
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON-ready data (served at ``GET /_fake/state``)."""
         with self._lock:
-            self._state.advance()
+            advance(self._state)
             return self._state.snapshot()
 
     # ASGI
@@ -173,7 +212,7 @@ class FakeCoolify:
         if fault == "error":
             return _server_error(call)
         with self._lock:
-            self._state.advance()
+            advance(self._state)
             try:
                 response = route(self._state, call)
             except Abort as abort:
@@ -198,20 +237,37 @@ class FakeCoolify:
         return response
 
     def _control(self, call: Call) -> Response:
+        """``GET /_fake/state``; ``POST /_fake/faults``, ``/_fake/settings`` (a JSON object of
+        changes), ``/_fake/apps/{uuid}`` (``{"container": ...}``) and ``/_fake/reset``."""
         if call.method == "GET" and call.path == "/_fake/state":
             return JSONResponse(self.snapshot())
-        if call.method == "POST" and call.path == "/_fake/faults":
-            try:
-                changes = json.loads(call.raw_body or b"{}")
-                if not isinstance(changes, dict):
-                    raise ValueError("faults must be a JSON object")
+        if call.method != "POST":
+            return JSONResponse(NOT_FOUND_BODY, 404)
+        try:
+            if call.path == "/_fake/reset":
+                self.reset()
+                return JSONResponse({"message": "Reset."})
+            changes = _control_object(call)
+            if call.path == "/_fake/faults":
                 return JSONResponse(dataclasses.asdict(self.set_faults(**changes)))
-            except ValueError as exc:
-                return JSONResponse({"message": str(exc)}, 422)
-        if call.method == "POST" and call.path == "/_fake/reset":
-            self.reset()
-            return JSONResponse({"message": "Reset."})
+            if call.path == "/_fake/settings":
+                return JSONResponse(self.update_settings(changes).public())
+            app_uuid = call.path.removeprefix("/_fake/apps/")
+            if app_uuid != call.path and "/" not in app_uuid:
+                self.set_container(app_uuid, changes.get("container"))
+                return JSONResponse({"uuid": app_uuid, "container": changes["container"]})
+        except LookupError as exc:
+            return JSONResponse({"message": str(exc)}, 404)
+        except ValueError as exc:
+            return JSONResponse({"message": str(exc)}, 422)
         return JSONResponse(NOT_FOUND_BODY, 404)
+
+
+def _control_object(call: Call) -> dict[str, Any]:
+    changes = json.loads(call.raw_body or b"{}")
+    if not isinstance(changes, dict):
+        raise ValueError("the body must be a JSON object")
+    return changes
 
 
 def _server_error(call: Call) -> Response:
@@ -316,6 +372,8 @@ def main(
     token: str = DEFAULT_TOKEN,
     deploy_delay: float = 2.0,
     delete_delay: float = 1.0,
+    stop_delay: float = FakeSettings.stop_delay,
+    status_interval: float = FakeSettings.status_interval,
     rate_limit: int = 200,
     seed: int | None = None,
 ) -> None:
@@ -324,6 +382,8 @@ def main(
         token=token,
         deploy_delay=deploy_delay,
         delete_delay=delete_delay,
+        stop_delay=stop_delay,
+        status_interval=status_interval,
         rate_limit=rate_limit,
         seed=seed,
     )

@@ -1,7 +1,7 @@
-"""What the fake remembers: applications, their env vars, deployments, the request log and
-the throttle window, and the rules that move them (deployments run on a timer, deletions
-are queued). Nothing here locks: :class:`~ledger.devtools.fake_coolify.server.FakeCoolify`
-holds its lock around every use."""
+"""What the fake remembers: applications (with their env vars and the containers Docker runs
+for them), deployments, pending stop jobs, the request log and the throttle window, and how
+the API shows them. How they change over time is :mod:`.timeline`. Nothing here locks:
+:class:`~ledger.devtools.fake_coolify.server.FakeCoolify` holds its lock around every use."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from starlette.responses import JSONResponse
 
@@ -23,14 +23,16 @@ from ledger.devtools.fake_coolify.settings import FakeSettings, Faults
 from ledger.devtools.fake_coolify.validation import is_true
 
 __all__ = [
+    "CONTAINER_BEHAVIOURS",
     "App",
+    "Container",
+    "ContainerBehaviour",
     "Deployment",
     "Env",
     "State",
     "app_json",
     "deployment_json",
     "env_json",
-    "now_iso",
 ]
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -40,6 +42,33 @@ CountedFault = Literal[
     "fail_next_deployments", "queue_full_next", "html_next", "garbage_next", "echo_auth_next"
 ]
 """The faults that are used up one per request or deployment."""
+
+ContainerBehaviour = Literal[
+    "no_healthcheck", "healthy", "unhealthy", "crashloop", "degraded", "exits"
+]
+"""How an app's container behaves once deployed, as the status sweep sees it:
+``no_healthcheck`` runs without a Docker HEALTHCHECK (``running:unknown``, Coolify's default
+for images); ``healthy``/``unhealthy`` run with a passing/failing one; ``crashloop`` crashes on
+start and Docker restarts it (``restarting:unknown``, ``degraded:unhealthy`` when a sweep
+catches it exited between restarts); ``degraded`` crashed once and stayed down
+(``degraded:unhealthy``); ``exits`` exits cleanly after start (``exited:unhealthy``)."""
+CONTAINER_BEHAVIOURS: tuple[ContainerBehaviour, ...] = get_args(ContainerBehaviour)
+
+_SENSITIVE_APP_KEYS = frozenset(
+    {
+        "custom_labels",
+        "dockerfile",
+        "docker_compose",
+        "docker_compose_raw",
+        "manual_webhook_secret_bitbucket",
+        "manual_webhook_secret_gitea",
+        "manual_webhook_secret_github",
+        "manual_webhook_secret_gitlab",
+        "private_key_id",
+        "http_basic_auth_password",
+    }
+)
+"""What AppCtl ``removeSensitiveData`` hides from a token without ``read:sensitive``."""
 
 
 @dataclass
@@ -59,62 +88,97 @@ class Env:
 
 
 @dataclass
+class Container:
+    """One container Docker runs for an app, started by deployment ``deployment_uuid``."""
+
+    deployment_uuid: str
+    behaviour: ContainerBehaviour
+    sweeps: int = 0
+    """How many status sweeps have seen it (a crash loop's restart count)."""
+
+
+@dataclass
 class App:
-    """An application; ``attributes`` holds its columns as the API shows them."""
+    """An application. ``attributes`` holds the columns the API shows as they were sent;
+    ``status`` is the stored value (``running``, ``running:unknown``, ``exited``, ...)."""
 
     id: int
     uuid: str
     attributes: dict[str, Any]
+    tags: list[str] = field(default_factory=list)
     envs: list[Env] = field(default_factory=list)
+    containers: list[Container] = field(default_factory=list)
+    container: ContainerBehaviour = "no_healthcheck"
+    """How containers of its next deployments behave (``POST /_fake/apps/{uuid}``)."""
+    status: str = "exited"
+    restart_count: int = 0
+    last_restart_at: str | None = None
+    last_restart_type: str | None = None
+    last_online_at: str | None = None
     delete_at: float | None = None
-    busy_until: float = 0.0
 
 
 @dataclass
 class Deployment:
+    """A row of Coolify's deployment queue; ``container_at``/``ends_at`` are monotonic times
+    fixed when it leaves the queue."""
+
     id: int
     uuid: str
     app_uuid: str
     app_id: int
     app_name: str
-    image_tag: str | None
     force_rebuild: bool
-    status: DeploymentStatus
-    starts_at: float
-    ends_at: float
+    restart_only: bool
+    behaviour: ContainerBehaviour
+    exits_at_once: bool
     outcome: DeploymentStatus
-    exits_app: bool
     created_at: str
     updated_at: str
+    status: DeploymentStatus = DeploymentStatus.QUEUED
     finished_at: str | None = None
+    container_at: float = 0.0
+    ends_at: float = 0.0
+    container_started: bool = False
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def shown_status(stored: str) -> str:
+    """The ``Application::status`` accessor: a bare state gets ``:unhealthy``."""
+    return stored if ":" in stored else f"{stored}:unhealthy"
 
 
-def _domains(fqdn: object) -> set[str]:
-    if not isinstance(fqdn, str):
-        return set()
-    return {part.strip().rstrip("/") for part in fqdn.split(",") if part.strip()}
+def app_json(app: App, sensitive: bool) -> dict[str, Any]:
+    shown = {
+        "uuid": app.uuid,
+        **app.attributes,
+        "status": shown_status(app.status),
+        "restart_count": app.restart_count,
+        "last_restart_at": app.last_restart_at,
+        "last_restart_type": app.last_restart_type,
+        "last_online_at": app.last_online_at,
+    }
+    if sensitive:
+        return shown
+    return {key: value for key, value in shown.items() if key not in _SENSITIVE_APP_KEYS}
 
 
-def app_json(app: App) -> dict[str, Any]:
-    return {"uuid": app.uuid, **app.attributes}
+def env_json(env: Env, sensitive: bool) -> dict[str, Any]:
+    shown = {**dataclasses.asdict(env), "real_value": env.value, "is_shared": False}
+    if sensitive:
+        return shown
+    return {key: value for key, value in shown.items() if key not in ("value", "real_value")}
 
 
-def env_json(env: Env) -> dict[str, Any]:
-    return {**dataclasses.asdict(env), "real_value": env.value, "is_shared": False}
-
-
-def deployment_json(deployment: Deployment, settings: FakeSettings) -> dict[str, Any]:
+def deployment_json(
+    deployment: Deployment, settings: FakeSettings, sensitive: bool
+) -> dict[str, Any]:
     url = (
         f"/project/{settings.project_uuid}/environment/{settings.environment_uuid}"
         f"/application/{deployment.app_uuid}/deployment/{deployment.uuid}"
     )
-    return {
+    shown: dict[str, Any] = {
         "id": deployment.id,
-        "application_id": deployment.app_id,
+        "application_id": str(deployment.app_id),
         "deployment_uuid": deployment.uuid,
         "pull_request_id": 0,
         "force_rebuild": deployment.force_rebuild,
@@ -122,28 +186,31 @@ def deployment_json(deployment: Deployment, settings: FakeSettings) -> dict[str,
         "status": deployment.status.value,
         "is_webhook": False,
         "is_api": True,
-        "restart_only": False,
+        "restart_only": deployment.restart_only,
         "rollback": False,
         "only_this_server": False,
         "git_type": None,
         "current_process_id": None,
         "server_id": 0,
         "server_name": "localhost",
-        "destination_id": 0,
+        "destination_id": "0",
         "application_name": deployment.app_name,
         "deployment_url": url,
-        "docker_registry_image_tag": deployment.image_tag,
+        # Only webhook and preview deployments pass a tag to queue_application_deployment.
+        "docker_registry_image_tag": None,
         "commit_message": None,
-        "logs": "[]",
         "created_at": deployment.created_at,
         "updated_at": deployment.updated_at,
         "finished_at": deployment.finished_at,
     }
+    if sensitive:
+        shown["logs"] = "[]"
+    return shown
 
 
 class State:
-    """Everything the fake holds. Deployments advance lazily (:meth:`advance`), from
-    timestamps fixed when they were queued."""
+    """Everything the fake holds. Times are monotonic; :meth:`stamp` turns one into the
+    ISO timestamp Coolify would have written then."""
 
     def __init__(self, settings: FakeSettings) -> None:
         self.settings = settings
@@ -151,18 +218,41 @@ class State:
         self.faults = Faults()
         self.apps: dict[str, App] = {}
         self.deployments: dict[str, Deployment] = {}
+        self.stops: list[tuple[float, str]] = []
+        """Pending ``StopApplication`` jobs: when they run, and for which app."""
+        self.tags: set[str] = set()
         self.requests: deque[RecordedRequest] = deque(maxlen=_REQUEST_LOG_LIMIT)
         self.next_id = 1
         self.window_start = 0.0
         self.window_hits = 0
+        self._wall_offset = time.time() - time.monotonic()
+        self.next_sweep_at = time.monotonic() + settings.status_interval
 
     def reset(self) -> None:
-        """Forget apps, deployments, requests, faults and the throttle window."""
+        """Forget apps, deployments, stops, requests, faults and the throttle window."""
         self.faults = Faults()
         self.apps.clear()
         self.deployments.clear()
+        self.stops.clear()
+        self.tags.clear()
         self.requests.clear()
         self.window_hits = 0
+        self.next_sweep_at = time.monotonic() + self.settings.status_interval
+
+    def apply_settings(self, settings: FakeSettings) -> None:
+        """New settings; a new sweep period starts now."""
+        if settings.status_interval != self.settings.status_interval:
+            self.next_sweep_at = time.monotonic() + settings.status_interval
+        self.settings = settings
+
+    def stamp(self, at: float) -> str:
+        """Whole seconds, as Coolify's ``timestamp`` columns keep them."""
+        return datetime.fromtimestamp(at + self._wall_offset, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%S.000000Z"
+        )
+
+    def now_stamp(self) -> str:
+        return self.stamp(time.monotonic())
 
     def use_up(self, fault: CountedFault) -> bool:
         """Whether a counted fault applies now; if so, one is used up."""
@@ -179,51 +269,26 @@ class State:
         self.next_id += 1
         return self.next_id
 
-    def advance(self) -> None:
-        """Move deployments and deletions forward to now."""
-        now = time.monotonic()
-        for deployment in self.deployments.values():
-            if deployment.status.is_terminal:
-                continue
-            if now >= deployment.ends_at:
-                self._finish(deployment)
-            elif now >= deployment.starts_at:
-                deployment.status = DeploymentStatus.IN_PROGRESS
-        gone = {
-            uuid
-            for uuid, app in self.apps.items()
-            if app.delete_at is not None and now >= app.delete_at
-        }
-        for uuid in gone:
-            del self.apps[uuid]
-        self.deployments = {
-            uuid: d for uuid, d in self.deployments.items() if d.app_uuid not in gone
-        }
-
-    def _finish(self, deployment: Deployment) -> None:
-        deployment.status = deployment.outcome
-        deployment.finished_at = deployment.updated_at = now_iso()
-        app = self.apps.get(deployment.app_uuid)
-        if app is not None and deployment.outcome is DeploymentStatus.FINISHED:
-            status = "exited:unhealthy" if deployment.exits_app else "running:unknown"
-            app.attributes["status"] = status
-            app.attributes["updated_at"] = deployment.finished_at
-
     def snapshot(self) -> dict[str, Any]:
-        """Everything, as JSON-ready data."""
+        """Everything, as JSON-ready data (sensitive values included, tokens left out)."""
         return {
             "apps": {
                 uuid: {
-                    **app_json(app),
-                    "envs": [env_json(env) for env in app.envs],
+                    **app_json(app, sensitive=True),
+                    "envs": [env_json(env, sensitive=True) for env in app.envs],
+                    "tags": app.tags,
+                    "container": app.container,
+                    "containers": [c.deployment_uuid for c in app.containers],
                     "deletion_queued": app.delete_at is not None,
                 }
                 for uuid, app in self.apps.items()
             },
             "deployments": {
-                uuid: deployment_json(deployment, self.settings)
+                uuid: deployment_json(deployment, self.settings, sensitive=True)
                 for uuid, deployment in self.deployments.items()
             },
+            "stops_pending": sorted(uuid for _, uuid in self.stops),
+            "settings": self.settings.public(),
             "faults": dataclasses.asdict(self.faults),
             "requests": [dataclasses.asdict(request) for request in self.requests],
         }
@@ -260,42 +325,8 @@ class State:
             body_out = {"message": text, "warning": warning, "conflicts": conflicts}
             raise Abort(JSONResponse(body_out, 409))
 
-    def queue_deployment(self, app: App, *, force_rebuild: bool, instant: bool) -> Deployment:
-        """Queue a deployment; faults that shape deployments are drawn now.
 
-        Deployments of one app run one after another: each is queued for half of
-        ``deploy_delay`` (or until the previous one ends), then in progress for the other half.
-        An instant one skips the queue and is in progress for the whole delay.
-        """
-        now, delay = time.monotonic(), self.settings.deploy_delay
-        if instant:  # no_questions_asked: skips the queue, runs at once
-            starts_at, ends_at = now, now + delay
-        else:
-            starts_at = max(now + delay / 2, app.busy_until)
-            ends_at = starts_at + delay / 2
-        app.busy_until = max(app.busy_until, ends_at)
-        failed = self.use_up("fail_next_deployments")
-        stamp = now_iso()
-        deployment = Deployment(
-            id=self.next_row_id(),
-            uuid=self.new_id(),
-            app_uuid=app.uuid,
-            app_id=app.id,
-            app_name=app.attributes["name"],
-            image_tag=app.attributes.get("docker_registry_image_tag"),
-            force_rebuild=force_rebuild,
-            status=DeploymentStatus.IN_PROGRESS if instant else DeploymentStatus.QUEUED,
-            starts_at=starts_at,
-            ends_at=ends_at,
-            outcome=DeploymentStatus.FAILED if failed else DeploymentStatus.FINISHED,
-            exits_app=self.faults.exit_after_deploy,
-            created_at=stamp,
-            updated_at=stamp,
-        )
-        self.deployments[deployment.uuid] = deployment
-        return deployment
-
-    def has_active_deployment(self, app: App) -> bool:
-        return any(
-            d.app_uuid == app.uuid and not d.status.is_terminal for d in self.deployments.values()
-        )
+def _domains(fqdn: object) -> set[str]:
+    if not isinstance(fqdn, str):
+        return set()
+    return {part.strip().rstrip("/") for part in fqdn.split(",") if part.strip()}

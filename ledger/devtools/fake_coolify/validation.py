@@ -19,12 +19,16 @@ __all__ = [
     "ENV_FLAG_DEFAULTS",
     "ENV_RULES",
     "UPDATE_RULES",
+    "field_errors",
     "integer",
+    "is_numeric",
     "is_true",
+    "not_allowed",
+    "php_truthy",
     "query_flag",
+    "request_validation_failed",
     "stored_description",
     "strip_tags",
-    "validation_errors",
     "validation_failed",
 ]
 
@@ -141,25 +145,55 @@ ENV_RULES: dict[str, Check] = {
 }
 
 
-def validation_errors(
+def not_allowed(body: Mapping[str, object], allowed: Mapping[str, Check]) -> dict[str, list[str]]:
+    """The keys outside a route's whitelist (``$allowedFields``)."""
+    return {key: ["This field is not allowed."] for key in body if key not in allowed}
+
+
+def field_errors(
     body: Mapping[str, object], rules: Mapping[str, Check], required: tuple[str, ...] = ()
 ) -> dict[str, list[str]]:
-    """Coolify reports not-allowed keys on their own, before any other rule runs."""
-    not_allowed = {key: ["This field is not allowed."] for key in body if key not in rules}
-    if not_allowed:
-        return not_allowed
+    """The validator's errors for the keys that have rules (others are ignored here).
+
+    Routes combine them with :func:`not_allowed` as Coolify does: create reports not-allowed
+    keys on their own, before any other rule runs; update and the env routes add them to the
+    validator's errors (``$errors->add``).
+    """
     errors = {
         key: [f"The {_label(key)} field is required."] for key in required if body.get(key) is None
     }
     for key, value in body.items():
-        problem = None if value is None else rules[key](key, value)
+        rule = rules.get(key)
+        problem = None if value is None or rule is None else rule(key, value)
         if problem is not None:
             errors[key] = [problem]
     return errors
 
 
-def validation_failed(errors: Mapping[str, list[str]]) -> Abort:
+def validation_failed(errors: Mapping[str, list[str] | str]) -> Abort:
+    """The controllers' hand-made 422."""
     return Abort(JSONResponse({"message": "Validation failed.", "errors": errors}, 422))
+
+
+def request_validation_failed(errors: Mapping[str, list[str]]) -> Abort:
+    """Laravel's own 422 for ``$request->validate``: the first message, then how many more."""
+    messages = [text for texts in errors.values() for text in texts]
+    summary = messages[0]
+    if len(messages) > 1:
+        more = len(messages) - 1
+        summary += f" (and {more} more {'error' if more == 1 else 'errors'})"
+    return Abort(JSONResponse({"message": summary, "errors": errors}, 422))
+
+
+def is_numeric(text: str) -> bool:
+    """PHP's ``is_numeric`` on a string (leading and trailing whitespace allowed)."""
+    return re.fullmatch(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*", text) is not None
+
+
+def php_truthy(value: object) -> bool:
+    """A request value cast to ``bool`` by PHP: only null, false, 0, "0" and "" are false
+    (so the string ``"false"`` is true)."""
+    return value not in (None, False, 0, "0", "")
 
 
 def strip_tags(text: str) -> str:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import typer
 
 from ledger.application.deploy import CoolifySlotRuntime
+from ledger.bootstrap import leader_duties
 from ledger.entrypoints.cli import core as commands
+from ledger.entrypoints.cli import helptext
+from ledger.entrypoints.cli import operator as operator_cli
 from ledger.entrypoints.cli import policy as policy_cli
 from ledger.entrypoints.cli import readside as projections_cli
+from ledger.entrypoints.cli import reconcile as reconcile_cli
 from ledger.entrypoints.cli import serve as web_cli
 
 __all__ = ["build_app", "main"]
@@ -31,12 +35,21 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def close_when_done(click_context: typer.Context) -> None:
+        ctx.invocation = click_context
         click_context.call_on_close(ctx.close)
 
     commands.register(app, ctx)
-    policy_cli.register(app, lambda: (ctx.ledger, CoolifySlotRuntime(ctx.coolify), ctx.settings))
+    policy_cli.register(
+        app,
+        lambda: (ctx.ledger, CoolifySlotRuntime(ctx.coolify), ctx.settings),
+        plan=lambda: (ctx.ledger, ctx.settings),
+        duties=lambda ledger: leader_duties(ctx.settings, ledger, ctx.coolify),
+    )
     web_cli.register(app, ctx)
     projections_cli.register(app, lambda: ctx)
+    reconcile_cli.register(app, ctx)
+    operator_cli.register(app, ctx)
+    helptext.use_for(app)
     return app
 
 

@@ -2,12 +2,21 @@
 
 Each command builds only what it needs through :class:`Context` (settings first, so a bad
 setting fails fast with exit 2), then calls one application method.
+
+Which store: a command says so on stderr (``store: sqlite:////abs/.slotledger/ledger.db``)
+when ``LEDGER_DATABASE_URL`` was not set, since the default is relative to the folder it
+runs in (not with ``--json``, whose output is for programs). Only the commands that start
+a store on purpose (:data:`CREATING`) create a SQLite file that is not there; every other
+command refuses with exit 2, naming the path and ``LEDGER_DATABASE_URL``, instead of
+answering from an empty store it just made.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated
+from uuid import UUID
 
 import typer
 
@@ -15,16 +24,72 @@ from ledger.adapters.coolify import CoolifyClient
 from ledger.application import SlotLedger
 from ledger.application.deploy import Acquired, SlotDeployer
 from ledger.bootstrap import build_coolify, build_deployer, build_ledger, build_read_models
-from ledger.domain.invariants import check_events, iter_log
-from ledger.entrypoints.cli.output import JsonOption, emit, run_guarded
-from ledger.settings import Settings, load_settings
+from ledger.domain.invariants import CheckReport, check_events, iter_log
+from ledger.entrypoints.cli.output import (
+    JsonOption,
+    asked_for_json,
+    emit,
+    ndjson,
+    note,
+    run_guarded,
+)
+from ledger.errors import ConfigurationError
+from ledger.settings import Settings, SQLiteStore, load_settings
 from projections.engine.readmodels import ReadModels
 
-__all__ = ["Context", "register"]
+__all__ = ["CREATING", "Context", "StoreNotFound", "register", "store_shown"]
+
+CREATING = frozenset({"serve", "worker", "provision"})
+"""The commands that start a store on purpose, creating its SQLite file when missing: a
+service, a policy process, the first slots of a pool (``import`` makes its own new file)."""
+
+
+class StoreNotFound(ConfigurationError):
+    """A command that reads or changes a store found no store where the settings point."""
+
+    code = "store_not_found"
+
+
+def store_shown(settings: Settings) -> str:
+    """The store as a person can find it: a SQLite path made absolute, a PostgreSQL URL
+    without its password."""
+    store = settings.store
+    if isinstance(store, SQLiteStore) and store.path != ":memory:":
+        return f"sqlite:///{Path(store.path).resolve()}"
+    return store.redacted()
+
+
+def is_default_store(settings: Settings) -> bool:
+    """Whether the store is the default one (``LEDGER_DATABASE_URL`` not set anywhere)."""
+    return "database_url" not in settings.model_fields_set
+
+
+def require_store(settings: Settings) -> None:
+    """Refuse a SQLite store whose file does not exist (a PostgreSQL URL is always named
+    on purpose, and the database must exist for it to answer at all)."""
+    store = settings.store
+    if not isinstance(store, SQLiteStore) or store.path == ":memory:":
+        return
+    path = Path(store.path).resolve()
+    if path.exists():
+        return
+    where = (
+        "the default, relative to this folder"
+        if is_default_store(settings)
+        else "from LEDGER_DATABASE_URL"
+    )
+    raise StoreNotFound(
+        f"no store at {path} ({where}): run in the folder that holds it, or set "
+        "LEDGER_DATABASE_URL to sqlite:///path/to/ledger.db or postgresql://…; "
+        f"only {', '.join(sorted(CREATING))} create a new store"
+    )
 
 
 class Context:
     """Lazily built services for one CLI invocation."""
+
+    invocation: typer.Context | None = None
+    """The root click context of the running invocation (set by the app's callback)."""
 
     @cached_property
     def settings(self) -> Settings:
@@ -32,7 +97,15 @@ class Context:
 
     @cached_property
     def ledger(self) -> SlotLedger:
-        return build_ledger(self.settings)
+        settings = self.settings
+        command = self.invocation.invoked_subcommand if self.invocation else None
+        if command not in CREATING:
+            require_store(settings)
+        if is_default_store(settings) and not (
+            self.invocation is not None and asked_for_json(self.invocation)
+        ):
+            note(f"store: {store_shown(settings)}")
+        return build_ledger(settings)
 
     @cached_property
     def coolify(self) -> CoolifyClient:
@@ -110,6 +183,7 @@ def register(app: typer.Typer, ctx: Context) -> None:
             who = ctx.ledger.context("operator")
             if stop:
                 ctx.deployer.release(bot_id, ctx=who)
+                ctx.deployer.wait_idle(timeout=ctx.settings.stop_timeout_s + 60)
             else:
                 ctx.ledger.release(bot_id, ctx=who)
             return {"released": bot_id}
@@ -137,7 +211,9 @@ def register(app: typer.Typer, ctx: Context) -> None:
         all_slots: Annotated[bool, typer.Option("--all", help="Include retired slots.")] = False,
         as_json: JsonOption = False,
     ) -> None:
-        """Every slot of the pool, from the ledger's inline index."""
+        """Every slot of the pool, from the ledger's inline index.
+
+        --json adds each slot's id and its Coolify application's uuid."""
         rows = run_guarded(lambda: ctx.ledger.slots(include_retired=all_slots))
         emit(
             (
@@ -153,7 +229,10 @@ def register(app: typer.Typer, ctx: Context) -> None:
                 for r in rows
             ),
             as_json=as_json,
+            title="slots",
             empty="the pool has no slots",
+            columns=("name", "status", "bot", "since", "last_used"),
+            wrap={"bot"},
         )
 
     @app.command()
@@ -163,10 +242,42 @@ def register(app: typer.Typer, ctx: Context) -> None:
         ] = 30.0,
         as_json: JsonOption = False,
     ) -> None:
-        """Check the event log's invariants; exit 1 when any is violated."""
-        report = run_guarded(lambda: check_events(iter_log(ctx.ledger), queue_grace_s=queue_grace))
-        emit(report.violations, as_json=as_json, empty="no violations")
-        if not as_json:
+        """Check the event log's invariants; exit 1 when any is violated.
+
+        With --json, one line per violation, then one line that sums up the check:
+        checked_events, acquisitions, violations."""
+
+        def run() -> tuple[CheckReport, dict[UUID, str]]:
+            report = check_events(iter_log(ctx.ledger), queue_grace_s=queue_grace)
+            return report, {r.slot_id: r.name for r in ctx.ledger.slots(include_retired=True)}
+
+        report, names = run_guarded(run)
+        summary = {
+            "checked_events": report.events,
+            "acquisitions": report.acquisitions,
+            "violations": len(report.violations),
+        }
+        if as_json:
+            ndjson([*report.violations, summary])
+        else:
+            emit(
+                (
+                    {
+                        "at": v.timestamp,
+                        "position": v.position,
+                        "kind": v.kind,
+                        "slot": names.get(v.slot_id, v.slot_id) if v.slot_id else None,
+                        "bot": v.bot_id,
+                        "detail": v.detail,
+                    }
+                    for v in report.violations
+                ),
+                as_json=False,
+                title="violations",
+                empty="no violations",
+                columns=("at", "position", "kind", "slot", "bot", "detail"),
+                wrap={"bot", "detail"},
+            )
             typer.echo(
                 f"checked {report.events} events, {report.acquisitions} acquisitions: "
                 f"{len(report.violations)} violations"
@@ -180,6 +291,12 @@ def register(app: typer.Typer, ctx: Context) -> None:
         port: int = 8765,
         deploy_delay: Annotated[float, typer.Option(min=0)] = 2.0,
         delete_delay: Annotated[float, typer.Option(min=0)] = 1.0,
+        stop_delay: Annotated[
+            float, typer.Option(min=0, help="Seconds before a stop job removes the container.")
+        ] = 2.0,
+        status_interval: Annotated[
+            float, typer.Option(min=0, help="Seconds between status sweeps; 0 = no lag.")
+        ] = 5.0,
         rate_limit: Annotated[
             int, typer.Option(min=0, help="Requests per minute per token; 0 turns it off.")
         ] = 200,
@@ -194,5 +311,7 @@ def register(app: typer.Typer, ctx: Context) -> None:
             token=token or fake.DEFAULT_TOKEN,
             deploy_delay=deploy_delay,
             delete_delay=delete_delay,
+            stop_delay=stop_delay,
+            status_interval=status_interval,
             rate_limit=rate_limit,
         )

@@ -1,15 +1,18 @@
 """CLI commands for the policies: ``policy run [--dry-run] [--json]`` and ``worker``.
 
-``ledger.cli`` owns the application and calls :func:`register` with a factory, so these
+``ledger.cli`` owns the application and calls :func:`register` with factories, so these
 commands wire nothing themselves. Errors follow ``ledger.output.fail_with``: one line on
 stderr, exit 2 for bad input or configuration, 1 for any other refusal.
+
+A dry run only plans: the policies' decisions need the ledger, never Coolify, so it is
+built without a Coolify client and runs without ``LEDGER_COOLIFY_TOKEN``.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Annotated
@@ -19,22 +22,47 @@ import typer
 from ledger.adapters.logs import configure_logging
 from ledger.application import SlotLedger
 from ledger.application.policies import PolicyEngine, SlotRuntime
-from ledger.application.worker import LocalLeaderElection, Worker
+from ledger.application.worker import Duty, LocalLeaderElection, Worker
 from ledger.bootstrap import election_for, policy_config, secrets_of
-from ledger.entrypoints.cli.output import emit, failing_cleanly
+from ledger.entrypoints.cli.output import JsonOption, emit, failing_cleanly
 from ledger.entrypoints.web.worker_app import WorkerEndpoint, create_worker_app
 from ledger.errors import Conflict
 from ledger.settings import Settings
 
-__all__ = ["Build", "register"]
+__all__ = ["Build", "Plan", "register"]
 
 Build = Callable[[], tuple[SlotLedger, SlotRuntime, Settings]]
+"""What the policies run with: the ledger, the containers' runtime (Coolify), settings."""
+Plan = Callable[[], tuple[SlotLedger, Settings]]
+"""What a dry run plans with: no runtime, so no Coolify client and no token."""
+Duties = Callable[[SlotLedger], Sequence[Duty]]
 
 _TABLE_COLUMNS = ("rule", "action", "target", "event", "reason")
 
 
-def register(app: typer.Typer, build: Build) -> None:
-    """Add ``policy run`` and ``worker`` to ``app``."""
+class _NoRuntime:
+    """The runtime of a dry run: the engine plans and never calls it."""
+
+    def stop(self, coolify_uuid: str) -> None:
+        raise AssertionError("a dry run never stops a container")
+
+    def delete(self, coolify_uuid: str) -> None:
+        raise AssertionError("a dry run never deletes an application")
+
+
+def register(
+    app: typer.Typer, build: Build, *, plan: Plan | None = None, duties: Duties = lambda _: ()
+) -> None:
+    """Add ``policy run`` and ``worker`` to ``app``; ``plan`` builds a dry run's parts
+    (without it, ``build`` does); ``duties`` what the worker's leader runs beside the
+    policies (drift reconciliation)."""
+
+    def planned() -> tuple[SlotLedger, SlotRuntime, Settings]:
+        if plan is None:
+            return build()
+        ledger, settings = plan()
+        return ledger, _NoRuntime(), settings
+
     policy = typer.Typer(
         help="Time-driven policies: stale deploying, error recovery, queue expiry.",
         no_args_is_help=True,
@@ -45,13 +73,15 @@ def register(app: typer.Typer, build: Build) -> None:
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Print what would be emitted; write nothing.")
         ] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+        as_json: JsonOption = False,
     ) -> None:
         """Run every policy once and print the decisions.
 
         A real run takes the workers' leadership first, so it never races a running
-        leader; a dry run needs no leadership and touches nothing outside the ledger."""
-        with failing_cleanly(), _built(build) as (ledger, runtime, settings):
+        leader; a dry run needs no leadership, touches nothing outside the ledger and
+        needs no Coolify token."""
+        parts = planned if dry_run else build
+        with failing_cleanly(), _built(parts) as (ledger, runtime, settings):
             election = LocalLeaderElection() if dry_run else election_for(settings)
             try:
                 if not election.try_lead():
@@ -64,9 +94,14 @@ def register(app: typer.Typer, build: Build) -> None:
         if dry_run:
             typer.echo("dry run: nothing was written", err=True)
         rows = [d.as_dict() for d in decisions]
-        if not as_json:
-            rows = [{c: row[c] for c in _TABLE_COLUMNS} for row in rows]
-        emit(rows, as_json=as_json, title="policy decisions", empty="no decisions")
+        emit(
+            rows,
+            as_json=as_json,
+            title="policy decisions",
+            empty="no decisions",
+            columns=_TABLE_COLUMNS,
+            wrap={"reason"},
+        )
 
     app.add_typer(policy, name="policy")
 
@@ -86,7 +121,8 @@ def register(app: typer.Typer, build: Build) -> None:
         with failing_cleanly(), _built(build) as (ledger, runtime, settings):
             configure_logging(json_lines=log_json, secrets=secrets_of(settings))
             stop = threading.Event()
-            loop = Worker(policy_config(settings), ledger, runtime, election_for(settings))
+            election = election_for(settings)
+            loop = Worker(policy_config(settings), ledger, runtime, election, duties=duties(ledger))
             with _stopping_on_signals(stop), _endpoint(loop, stop, settings, host, port):
                 loop.run(stop)
 

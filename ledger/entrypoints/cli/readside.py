@@ -2,32 +2,34 @@
 import, and ``parked`` (the events the log's consumers could not take: list, retry,
 skip). ``ledger.cli`` calls ``register(app, get_context)`` to add them to the one app.
 
-Tables by default (rich), NDJSON with ``--json``; "nothing found" is exit 0 with a
-message on stderr, a bad argument is exit 2 with one line.
+Tables by default (``ledger.output``: short UTC times, slot names, 80 columns), NDJSON
+with ``--json``; "nothing found" is exit 0 with a message on stderr, a bad argument
+(an unknown slot, an instant in the future) is exit 2 with one line.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, ParamSpec, Protocol, TypeVar
+from pathlib import Path
+from typing import Annotated, ParamSpec, Protocol, TypeVar
+from uuid import UUID
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ledger.adapters.coolify import CoolifyClient
 from ledger.adapters.descriptions import DescriptionMirror
 from ledger.adapters.logs import TransitionLog
 from ledger.application import SlotLedger
 from ledger.bootstrap import build_follower, build_mirror, import_bundle
-from ledger.entrypoints.cli.output import failing_cleanly
-from ledger.errors import BadInput, SlotLedgerError
+from ledger.entrypoints.cli.output import JsonOption, failing_cleanly, ndjson, note, table
+from ledger.errors import BadInput, SlotLedgerError, SlotNotFound
 from ledger.loops import describe_error
 from ledger.settings import Settings
 from projections.bundle import export
@@ -35,8 +37,7 @@ from projections.engine.follower import TrackedConsumer
 from projections.engine.follower import log as follower_log
 from projections.engine.readmodels import ReadModels
 from projections.inputs import parse_instant, parse_until
-from projections.jsonable import encode
-from projections.models.records import ParkedEvent, ParkedStatus
+from projections.models.records import ParkedEvent, ParkedStatus, SlotState
 from projections.models.records import Progress as ProgressReport
 
 __all__ = ["ReadSideContext", "caught_up", "register"]
@@ -48,7 +49,6 @@ Replayed = Annotated[
     str | None,
     typer.Option("--models", help="query what `replay --into` built in this schema or file"),
 ]
-JSONOutput = Annotated[bool, typer.Option("--json", help="NDJSON output")]
 ConsumerOption = Annotated[
     str | None, typer.Option("--consumer", help="only this consumer's, e.g. read-models")
 ]
@@ -94,52 +94,67 @@ def _instant(text: str | None) -> datetime | None:
     return None if text is None else parse_instant(text)
 
 
-def _ndjson(records: Iterable[Any]) -> None:
-    for record in records:
-        typer.echo(json.dumps(record, default=encode))
+def _past(text: str) -> datetime:
+    """An instant the ledger can know: not after now (the pool's future is unknown)."""
+    at, now = parse_instant(text), datetime.now(UTC)
+    if at > now:
+        raise BadInput(
+            f"{text} is in the future (now is {now:%Y-%m-%dT%H:%M:%SZ}): the ledger knows "
+            "the pool up to now; `slotledger slots` shows it as it is"
+        )
+    return at
 
 
-def _nothing(message: str) -> None:
-    typer.echo(message, err=True)
-
-
-def _when(at: datetime | None) -> str:
-    return "" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+def _known(models: ReadModels, ref: str) -> SlotState:
+    """The slot named (by id or name) in the read models; exit 2 for an unknown one."""
+    state = models.slot(ref)
+    if state is None:
+        raise SlotNotFound(f"no slot {ref!r} in pool {models.pool_name}'s read models")
+    return state
 
 
 def _duration(seconds: float) -> str:
-    minutes, s = divmod(seconds, 60)
-    hours, m = divmod(int(minutes), 60)
-    return f"{hours}h{m:02d}m{s:06.3f}s" if hours else f"{m}m{s:06.3f}s" if m else f"{s:.3f}s"
+    """``12.345s``, ``4m05s``, ``2h03m``: as precise as a person reads it."""
+    if seconds < 60:
+        return f"{seconds:.3f}s"
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m" if hours else f"{m}m{s:02d}s"
 
 
-def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    console = Console()
-    if not console.is_terminal:  # piped: no terminal width to fit, so nothing to truncate
-        console = Console(width=max(console.width, 240))
-    console.print(table)
+class _Meter:
+    """The progress bar of a rebuild or replay and its summary, from one count and one
+    clock: the bar shows each batch's report, and ends on the count and rate the summary
+    line prints."""
 
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]projecting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>10,.0f} events/s"),
+            TextColumn("{task.fields[seconds]:.1f}s"),
+            console=console,
+        )
+        self.task = self.bar.add_task("replay", total=None, rate=0.0, seconds=0.0)
+        self.started = time.monotonic()
+        self.events = 0
 
-def _rebuild_progress(console: Console) -> tuple[Progress, Callable[[ProgressReport], None]]:
-    bar = Progress(
-        TextColumn("[bold]projecting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>10,.0f} events/s"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    task = bar.add_task("replay", total=None, rate=0.0)
+    def report(self, progress: ProgressReport) -> None:
+        self.events = progress.events
+        self._show(progress.events, progress.total)
 
-    def report(p: ProgressReport) -> None:
-        bar.update(task, completed=p.events, total=p.total, rate=p.rate)
+    def finish(self, events: int) -> str:
+        """The bar's last frame and the summary's words: ``628 events in 0.4s (1,716
+        events/s)``."""
+        seconds, rate = self._show(events, events)
+        return f"{events:,} events in {seconds:.1f}s ({rate:,.0f} events/s)"
 
-    return bar, report
+    def _show(self, events: int, total: int) -> tuple[float, float]:
+        seconds = time.monotonic() - self.started
+        rate = events / max(seconds, 1e-9)
+        self.bar.update(self.task, completed=events, total=total, rate=rate, seconds=seconds)
+        return seconds, rate
 
 
 def caught_up(models: ReadModels, *, warn: bool = True) -> ReadModels:
@@ -154,10 +169,9 @@ def caught_up(models: ReadModels, *, warn: bool = True) -> ReadModels:
     finally:
         follower_log.setLevel(level)
     if warn and (missed := models.parked_counts().get(models.CONSUMER, 0)):
-        typer.echo(
+        note(
             f"warning: {missed} event(s) parked: the read models leave them out "
-            "(see `slotledger parked`)",
-            err=True,
+            "(see `slotledger parked`)"
         )
     return models
 
@@ -187,53 +201,53 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
         if until is not None and into is None:
             raise BadInput("--until needs --into: the live models always follow the whole log")
         read_models = get_context().read_models
-        bar, report = _rebuild_progress(Console(stderr=True))
+        meter = _Meter(Console(stderr=True))
         if into is not None:
-            with bar:
-                target = read_models.replay(parse_until(until) if until else None, into, report)
-            typer.echo(f"built the read models into {into}, up to log position {target.position()}")
+            with meter.bar:
+                target = read_models.replay(
+                    parse_until(until) if until else None, into, meter.report
+                )
+                summary = meter.finish(meter.events)
+            typer.echo(
+                f"built the read models into {into} from {summary}, "
+                f"up to log position {target.position()}"
+            )
             target.close()
             return
-        started = datetime.now(UTC)
-        with bar:
-            events = read_models.rebuild(report)
-        seconds = (datetime.now(UTC) - started).total_seconds()
-        typer.echo(
-            f"rebuilt the read models from {events:,} events in {seconds:.1f}s "
-            f"({events / max(seconds, 1e-9):,.0f} events/s) and swapped them in"
-        )
+        with meter.bar:
+            summary = meter.finish(read_models.rebuild(meter.report))
+        typer.echo(f"rebuilt the read models from {summary} and swapped them in")
 
     @app.command("history")
     @_fail_cleanly
     def history(
         slot: Annotated[str, typer.Argument(help="slot id or name")],
-        json_: JSONOutput = False,
+        json_: JsonOption = False,
         replayed: Replayed = None,
     ) -> None:
-        """A slot's timeline: every status it was in, from when, for how long."""
-        result = models(replayed).history(slot)
-        if result.slot is None:
-            _nothing(f"no slot {slot!r} in the read models")
-            return
+        """A slot's timeline: every status it was in, from when, for how long, and why."""
+        read_models = models(replayed)
+        s = _known(read_models, slot)
+        result = read_models.history(s.slot_id)
         now = datetime.now(UTC)
         if json_:
-            _ndjson({**i._asdict(), "seconds": i.seconds(now)} for i in result.intervals)
-            return
-        s = result.slot
-        _table(
-            f"{s.name} ({s.slot_id}) {s.status.value}{' retired' if s.retired else ''}",
-            ["from", "to", "status", "time", "bot", "positions"],
+            return ndjson({**i._asdict(), "seconds": i.seconds(now)} for i in result.intervals)
+        reasons = {e.position: e.reason for e in result.events}
+        table(
+            f"{s.name} {s.status.value}{' retired' if s.retired else ''} (id {s.slot_id})",
+            ["from", "status", "for", "bot", "reason", "position"],
             (
                 (
-                    _when(i.from_ts),
-                    _when(i.to_ts) or "(now)",
-                    i.status.value,
-                    _duration(i.seconds(now)),
+                    i.from_ts,
+                    i.status,
+                    _duration(i.seconds(now)) + ("" if i.to_ts else " (now)"),
                     i.bot_id,
-                    f"{i.from_position}-{i.to_position or ''}",
+                    reasons.get(i.from_position),
+                    i.from_position,
                 )
                 for i in result.intervals
             ),
+            wrap={"bot", "reason"},
         )
         totals = ", ".join(f"{k.value} {_duration(v)}" for k, v in result.time_in_status.items())
         typer.echo(f"time in status: {totals}")
@@ -253,10 +267,12 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
         failures: Annotated[
             bool, typer.Option("--failures", help="failures in the window, with reasons")
         ] = False,
-        json_: JSONOutput = False,
+        json_: JsonOption = False,
         replayed: Replayed = None,
     ) -> None:
-        """Events by slot, bot, type and time window; or a bot's slots; or failures."""
+        """Events by slot, bot, type and time window; or a bot's slots; or failures.
+
+        The table names slots and leaves out ids and correlation ids: --json has them."""
         start, end = _instant(since), _instant(until)
         read_models = models(replayed)
         if slots:
@@ -264,17 +280,17 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
                 raise BadInput("--slots needs --bot")
             leases = read_models.slots_of_bot(bot)
             if not leases:
-                return _nothing(f"bot {bot!r} never held a slot")
+                return note(f"bot {bot!r} never held a slot")
             if json_:
-                return _ndjson(vars(lease) for lease in leases)
-            return _table(
+                return ndjson(vars(lease) for lease in leases)
+            return table(
                 f"slots used by {bot}",
                 ["slot", "acquired", "ended", "ended by", "position"],
                 (
                     (
                         lease.slot_name or lease.slot_id,
-                        _when(lease.acquired_at),
-                        _when(lease.ended_at),
+                        lease.acquired_at,
+                        lease.ended_at,
                         lease.ended_by or "(holding)",
                         lease.acquired_position,
                     )
@@ -284,71 +300,76 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
         if failures:
             found = read_models.failures(start, end, limit=limit)
             if not found:
-                return _nothing("no failures in that window")
+                return note("no failures in that window")
             if json_:
-                return _ndjson(vars(f) for f in found)
-            return _table(
+                return ndjson(vars(f) for f in found)
+            return table(
                 "failures",
-                ["at", "slot", "type", "code", "reason", "bot", "actor", "position"],
+                ["at", "slot", "type", "code", "bot", "actor", "reason"],
                 (
                     (
-                        _when(f.occurred_at),
+                        f.occurred_at,
                         f.slot_name or f.slot_id,
                         f.type,
                         f.reason_code,
-                        f.reason,
                         f.bot_id,
                         f.actor,
-                        f.position,
+                        f.reason,
                     )
                     for f in found
                 ),
+                wrap={"bot", "actor", "reason"},
             )
+        if slot is not None:
+            _known(read_models, slot)
         records = read_models.audit(
             slot=slot, bot=bot, type=type_, since=start, until=end, limit=limit
         )
         if not records:
-            return _nothing("no events match")
+            return note("no events match")
         if json_:
-            return _ndjson({**r._asdict(), "data": r.fields} for r in records)
-        return _table(
+            return ndjson({**r._asdict(), "data": r.fields} for r in records)
+        names: dict[UUID | None, str] = {s.slot_id: s.name for s in read_models.slots()}
+        return table(
             "events",
-            ["position", "at", "type", "slot", "bot", "actor", "correlation", "reason"],
+            ["at", "slot", "type", "bot", "actor", "reason"],
             (
                 (
-                    r.position,
-                    _when(r.occurred_at),
+                    r.occurred_at,
+                    names.get(r.slot_id, r.slot_id),
                     r.type,
-                    r.slot_id,
                     r.bot_id,
                     r.actor,
-                    r.correlation_id,
                     r.reason,
                 )
                 for r in records
             ),
+            wrap={"bot", "actor", "reason"},
         )
 
     @app.command("at")
     @_fail_cleanly
     def at(
-        instant: Annotated[str, typer.Argument(help="ISO timestamp")],
-        json_: JSONOutput = False,
+        instant: Annotated[str, typer.Argument(help="ISO timestamp, not in the future")],
+        json_: JsonOption = False,
         replayed: Replayed = None,
     ) -> None:
-        """Every slot's status and the pool's stats at an instant."""
-        snapshot = models(replayed).pool_at(parse_instant(instant))
+        """Every slot's status and the pool's stats at an instant.
+
+        An instant in the future is refused (exit 2): the ledger knows the pool up to now."""
+        snapshot = models(replayed).pool_at(_past(instant))
         stats = snapshot.stats.as_dict()
         if json_:
-            _ndjson(vars(s) for s in snapshot.slots)
-            return _ndjson([{"at": snapshot.at, "pool": snapshot.pool, "stats": stats}])
+            ndjson(vars(s) for s in snapshot.slots)
+            return ndjson([{"at": snapshot.at, "pool": snapshot.pool, "stats": stats}])
         if not snapshot.slots:
-            _nothing(f"pool {snapshot.pool} had no slots at {snapshot.at.isoformat()}")
+            note(f"pool {snapshot.pool} had no slots at {snapshot.at.isoformat()}")
         else:
-            _table(
-                f"pool {snapshot.pool} at {_when(snapshot.at)}",
+            table(
+                f"pool {snapshot.pool} at {snapshot.at:%Y-%m-%d %H:%M:%S}",
                 ["slot", "status", "since", "bot"],
-                ((s.name, s.status.value, _when(s.since), s.bot_id) for s in snapshot.slots),
+                ((s.name, s.status, s.since, s.bot_id) for s in snapshot.slots),
+                wrap={"bot"},
             )
         typer.echo(" ".join(f"{k}={v}" for k, v in stats.items()))
 
@@ -356,18 +377,19 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
     @_fail_cleanly
     def diff(
         t1: Annotated[str, typer.Argument(help="ISO timestamp")],
-        t2: Annotated[str, typer.Argument(help="ISO timestamp")],
-        json_: JSONOutput = False,
+        t2: Annotated[str, typer.Argument(help="ISO timestamp, not in the future")],
+        json_: JsonOption = False,
         replayed: Replayed = None,
     ) -> None:
         """What changed per slot between two instants."""
-        changes = models(replayed).diff(parse_instant(t1), parse_instant(t2))
+        start, end = _past(t1), _past(t2)
+        changes = models(replayed).diff(start, end)
         if not changes:
-            return _nothing("nothing changed between those instants")
+            return note("nothing changed between those instants")
         if json_:
-            return _ndjson(vars(c) for c in changes)
-        return _table(
-            f"changes {t1} -> {t2}",
+            return ndjson(vars(c) for c in changes)
+        return table(
+            f"changes {start:%Y-%m-%d %H:%M:%S} -> {end:%Y-%m-%d %H:%M:%S} UTC",
             ["slot", "before", "after", "bot before", "bot after", "events"],
             (
                 (
@@ -380,6 +402,7 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
                 )
                 for c in changes
             ),
+            wrap={"bot before", "bot after"},
         )
 
     @app.command("export")
@@ -396,10 +419,10 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
         )
         count = 0
         for record in records:
-            typer.echo(json.dumps(record))
+            ndjson([record])
             count += 1
         if not count:
-            _nothing("no events match: the bundle is empty")
+            note("no events match: the bundle is empty")
 
     @app.command("import")
     @_fail_cleanly
@@ -415,7 +438,7 @@ def register(app: typer.Typer, get_context: Callable[[], ReadSideContext]) -> No
             raise BadInput(f"cannot read {bundle}: {e.strerror}") from None
         typer.echo(
             f"imported {result.events} events of {result.aggregates} aggregates into "
-            f"{result.path}; use LEDGER_DATABASE_URL=sqlite:///{result.path}"
+            f"{result.path}; use LEDGER_DATABASE_URL=sqlite:///{Path(result.path).resolve()}"
         )
 
     register_parked(app, get_context)
@@ -486,22 +509,20 @@ def register_parked(app: typer.Typer, get_context: Callable[[], ReadSideContext]
 
     @parked.callback()
     @_fail_cleanly
-    def listing(context: typer.Context, json_: JSONOutput = False) -> None:
+    def listing(context: typer.Context, json_: JsonOption = False) -> None:
         """List the parked events: consumer, position, topic, error, attempts, when."""
         if context.invoked_subcommand is not None:
             return
         entries = caught_up(get_context().read_models, warn=False).parked()
         if not entries:
-            return _nothing("no parked events")
+            return note("no parked events")
         if json_:
-            return _ndjson(e._asdict() for e in entries)
-        return _table(
+            return ndjson(e._asdict() for e in entries)
+        return table(
             "parked events",
             ["position", "consumer", "topic", "error", "attempts", "parked at"],
-            (
-                (e.position, e.consumer, e.topic, e.error, e.attempts, _when(e.parked_at))
-                for e in entries
-            ),
+            ((e.position, e.consumer, e.topic, e.error, e.attempts, e.parked_at) for e in entries),
+            wrap={"topic", "error"},
         )
 
     @parked.command("retry")

@@ -1,7 +1,8 @@
 """The HTTP API and the dashboard of one :class:`~ledger.service.Service`.
 
-Commands go to the write side (deployer, ledger) and wait, briefly, until the read
-models include them, so a client reads its own writes; queries read the read models.
+Commands go to the write side (deployer, ledger) and answer from their own result;
+queries read the read models, once these include every write committed before the query
+arrived (:class:`ReadYourWrites`), so a client reads its own writes.
 Handlers are plain functions, one router per resource in :mod:`.routes`: FastAPI runs
 them in its thread pool, which suits the blocking store drivers. The app starts and
 stops the service in its lifespan, so ``uvicorn`` owns the whole process.
@@ -16,14 +17,15 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ledger.entrypoints.web.errors import install_error_handlers
-from ledger.entrypoints.web.routes import ROUTERS
+from ledger.entrypoints.web.routes import ROUTERS, charts
 from ledger.entrypoints.web.routes.ops import STATIC_DIR
 from ledger.entrypoints.web.stream import StreamLimit
 from ledger.service import Service
 
-__all__ = ["create_app"]
+__all__ = ["ReadYourWrites", "create_app"]
 
 DESCRIPTION = """\
 Event-sourced ledger for a pool of pre-provisioned Coolify slots.
@@ -38,6 +40,31 @@ def operation_id(route: APIRoute) -> str:
     """Each operation's id is its handler's name (``request_deployment``), so clients
     generated in other languages get readable method names."""
     return route.name
+
+
+class ReadYourWrites:
+    """Reads of the read models (``GET`` under ``/v1/``, the dashboard's stream too, and
+    ``/metrics``, whose gauges come from them) begin once the models include every write
+    committed before they arrived (:meth:`Service.caught_up`: no wait while the models
+    are current, else woken by the follower). Commands do not wait for the models: their
+    answers come from their own results. ``/healthz`` and ``/readyz`` never wait: they
+    must answer while the follower is stuck."""
+
+    QUERIES = frozenset({"GET", "HEAD"})
+    PREFIXES = ("/v1/", "/metrics")
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in self.QUERIES
+            and scope["path"].startswith(self.PREFIXES)
+        ):
+            await run_in_threadpool(self.service.caught_up)
+        await self.app(scope, receive, send)
 
 
 def create_app(service: Service, *, on_started: Callable[[], None] | None = None) -> FastAPI:
@@ -66,7 +93,9 @@ def create_app(service: Service, *, on_started: Callable[[], None] | None = None
     app.state.service = service  # what the routes' ServiceDep reads
     app.state.streams = StreamLimit(service.settings.max_streams)
     install_error_handlers(app)
+    app.add_middleware(ReadYourWrites, service=service)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(charts.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -29,8 +29,10 @@ Bearer = Annotated[
 ]
 
 
-def authorized(service: ServiceDep, credentials: Bearer) -> None:
-    """Compares in constant time, so response timing does not leak the token."""
+async def authorized(service: ServiceDep, credentials: Bearer) -> None:
+    """Compares in constant time, so response timing does not leak the token. Async,
+    as it does no I/O: FastAPI runs it on the event loop, not through its thread pool
+    (a hop there and back on every mutating request)."""
     expected = service.settings.api_token.get_secret_value()
     if not expected:
         return

@@ -51,6 +51,8 @@ __all__ = [
     "BotId",
     "Checked",
     "DeploymentIn",
+    "DeploymentState",
+    "DeploymentStatusOut",
     "ErrorOut",
     "EventOut",
     "FailIn",
@@ -68,9 +70,13 @@ __all__ = [
     "QueuedOut",
     "ReadyOut",
     "ReleaseOut",
+    "ResizeIn",
+    "ResizeOut",
+    "RetireOut",
     "SlotOut",
     "SlotRef",
     "SnapshotOut",
+    "ViolationOut",
 ]
 
 BOT_ID = BOT_ID_RULE.pattern
@@ -230,12 +236,39 @@ class QueuedOut(_Model):
 
 
 class ReleaseOut(_Model):
-    """``released``: the slot is idle again; ``failed``: stopping the container failed,
-    so the slot is in error; ``cancelled``: the bot's queue entry was cancelled."""
+    """``released``: the bot's lease ended, it holds nothing and may ask again; its
+    slot (``deploying`` or ``busy`` with no bot) is cleared in the background: the
+    deployment cancelled, the container stopped and gone, the configuration deleted,
+    then the slot is idle, or in error with the reason if the container did not go
+    (``GET /v1/deployments/{bot_id}`` shows ``releasing`` until then). ``cancelled``:
+    the bot's queue entry was cancelled."""
 
     bot_id: str
-    outcome: Literal["released", "failed", "cancelled"]
+    outcome: Literal["released", "cancelled"]
     slot: SlotOut | None
+
+
+DeploymentState = Literal["queued", "deploying", "busy", "releasing", "failed", "released"]
+
+
+class DeploymentStatusOut(_Model):
+    """Where a bot stands. ``queued``: waiting at ``position`` (about
+    ``estimated_wait_ms``); ``deploying``/``busy``: on ``slot``; ``releasing``: the bot
+    gave its slot back and its container is being cleared; ``released``: its last
+    request ended (given back, or its queue entry cancelled); ``failed``: its last
+    request failed for good (the deploy failed past the retries, or its wait expired),
+    ``reason`` says why. A queued or deploying request that is a retry after a failed
+    deploy also has ``reason``: the failure it retries."""
+
+    bot_id: str
+    state: DeploymentState
+    position: int | None = Field(None, description="1-based place in the queue (queued).")
+    estimated_wait_ms: int | None = Field(None, description="Queued: the expected wait.")
+    slot: SlotOut | None = Field(None, description="The slot held (deploying, busy).")
+    reason: str | None = None
+    since: datetime | None = Field(
+        None, description="When the state began (from the log; None while queued or held)."
+    )
 
 
 class HeartbeatOut(_Model):
@@ -391,6 +424,20 @@ class LoopOut(_Model):
     )
 
 
+class ViolationOut(_Model):
+    """An open invariant violation, as the always-on checker recorded it."""
+
+    kind: str
+    key: str = Field(description="Its name: recorded once under it.")
+    position: int = Field(description="The log position where it was seen.")
+    positions: list[int] = Field(description="The evidence: where its state began, where seen.")
+    slot_id: UUID | None
+    bot_id: str | None
+    detail: str
+    observed_at: datetime
+    recorded_at: datetime
+
+
 class ReadyOut(_Model):
     status: Literal["ready", "not_ready"]
     problems: list[str]
@@ -399,6 +446,11 @@ class ReadyOut(_Model):
     parked: dict[str, int] = Field(
         default_factory=dict,
         description="Events each consumer parked (`slotledger parked` lists them).",
+    )
+    violations: list[ViolationOut] = Field(
+        default_factory=list,
+        description="Open invariant violations, oldest first; each is also a line of "
+        "`problems`, which leaves the process ready.",
     )
 
 
@@ -413,3 +465,31 @@ class SnapshotOut(_Model):
     slots: list[SlotOut]
     events: list[EventOut]
     lag: LagOut
+
+
+class ResizeIn(_Request):
+    """An operator's new maximum; ``dry_run`` answers what would happen, writing nothing."""
+
+    max_size: int
+    reason: Annotated[str, Checked(REASON_RULE)]
+    dry_run: bool = False
+
+
+class ResizeOut(_Model):
+    """``changed`` is false when the pool already had this maximum (nothing written)."""
+
+    old_max_size: int
+    new_max_size: int
+    size: int = Field(description="The slots the pool has now.")
+    changed: bool
+    dry_run: bool
+
+
+class RetireOut(_Model):
+    """The retirement's steps: ``SlotRetired`` is committed before the answer; the Coolify
+    steps (stop, then delete or keep per ``RETIRE_MODE``) run after it, in the background."""
+
+    slot_id: UUID
+    name: str
+    steps: list[str]
+    dry_run: bool

@@ -3,13 +3,12 @@ against a real server: a demo-like service (fake Coolify in-process, a pool of s
 commands sent through the API, and the page expected to follow without a reload.
 
 Also writes ``docs/dashboard.png`` (the README's screenshot) and checks its pixels.
-Under ``CI=true`` a missing Chromium fails the test; elsewhere it skips, loudly.
+The browser is ``conftest.py``'s.
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import struct
 import time
 from collections.abc import Iterator
@@ -19,24 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from ledger.devtools.demo import Demo
 from ledger.entrypoints.web import create_app
 from ledger.service import Service
 from ledger.settings import load_settings
+from tests.e2e.web.chromium import WAIT_MS
 from tests.integration.web.support import ServerThread
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "dashboard.png"
 VIEWPORT = {"width": 1440, "height": 900}
 COLOURS = {  # ledger/static/dashboard.css
@@ -45,23 +35,6 @@ COLOURS = {  # ledger/static/dashboard.css
     "busy": (37, 99, 235),
     "error": (220, 38, 38),
 }
-WAIT_MS = 60_000  # a generous deadline: a loaded machine makes the test slower, not red
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        message = (
-            f"CHROMIUM MISSING: {CHROMIUM} not found, the dashboard test did not run "
-            "(apt-get install chromium)"
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " (CI=true: the browser test must run)")
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

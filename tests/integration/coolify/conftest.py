@@ -87,3 +87,18 @@ def raw_http(fake_server: FakeCoolifyServer, fake: FakeCoolify) -> Iterator[http
     headers = {"Authorization": f"Bearer {fake_server.token}", "Accept": "application/json"}
     with httpx.Client(base_url=fake_server.base_url, headers=headers, timeout=30.0) as http:
         yield http
+
+
+@pytest.fixture
+def spec_http(
+    fake_server: FakeCoolifyServer, fake: FakeCoolify, spec_validator: SpecValidator
+) -> Iterator[httpx.Client]:
+    """Plain httpx whose every request must pass the spec, for routes the client lacks."""
+    headers = {"Authorization": f"Bearer {fake_server.token}", "Accept": "application/json"}
+    with httpx.Client(
+        base_url=fake_server.base_url,
+        headers=headers,
+        timeout=30.0,
+        event_hooks={"request": [spec_validator]},
+    ) as http:
+        yield http

@@ -1,8 +1,10 @@
 """Check requests against Coolify's official OpenAPI spec, minus the documented errors.
 
-openapi-core 0.23 has no httpx adapter, so :class:`HttpxOpenAPIRequest` implements its
-``Request`` protocol over an ``httpx.Request``. :class:`SpecValidator` is an httpx request
-event hook: installed on the client, it fails the test on the first request the spec rejects.
+openapi-core 0.23 has no httpx adapter, so :class:`HttpxOpenAPIRequest` and
+:class:`HttpxOpenAPIResponse` implement its protocols over httpx. :class:`SpecValidator` is an
+httpx request event hook: installed on the client, it fails the test on the first request the
+spec rejects. :func:`response_problems` checks the shape of the fake's answers, minus
+:data:`KNOWN_RESPONSE_DEVIATIONS`.
 
 The spec is generated from controller attributes and is wrong in places (API.md). Where the
 client follows the code instead, :data:`KNOWN_SPEC_DEVIATIONS` excuses exactly that error, with
@@ -26,6 +28,7 @@ import httpx
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_core.validation.request.exceptions import InvalidRequestBody
+from openapi_core.validation.response.exceptions import InvalidData
 from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
@@ -128,6 +131,71 @@ def spec_problems(spec: OpenAPI, request: httpx.Request) -> list[str]:
             )
         else:
             problems.append(f"{type(error).__name__}: {error}")
+    return problems
+
+
+class HttpxOpenAPIResponse:
+    """openapi-core's ``Response`` protocol for a read ``httpx.Response``."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def status_code(self) -> int:
+        return self._response.status_code
+
+    @property
+    def content_type(self) -> str:
+        return str(self._response.headers.get("content-type", ""))
+
+    @property
+    def headers(self) -> Headers:
+        return Headers(dict(self._response.headers))
+
+    @property
+    def data(self) -> bytes:
+        return self._response.content
+
+
+KNOWN_RESPONSE_DEVIATIONS: tuple[tuple[str, str, str], ...] = (
+    (
+        "",
+        "None is not of type",
+        "the spec marks few columns nullable; Coolify answers the database's nulls "
+        "(description, git_type, comment, ...)",
+    ),
+    ("", "'dockerimage' is not one of", "API.md §3: the build_pack enum leaves dockerimage out"),
+    (
+        "/api/v1/deployments/applications/",
+        "is not of type 'array'",
+        "API.md §8: the body is {count, deployments}, not an array of Application",
+    ),
+)
+"""Schema errors of answers that Coolify gives although the spec says otherwise:
+(path prefix, part of the message, why)."""
+
+
+def response_problems(spec: OpenAPI, response: httpx.Response) -> list[str]:
+    """Every way a successful JSON ``response`` breaks the spec's shape, after the known
+    deviations are excused (errors, text bodies and undocumented statuses are not checked)."""
+    content_type = response.headers.get("content-type", "")
+    if not response.is_success or "json" not in content_type:
+        return []
+    request = HttpxOpenAPIRequest(response.request)
+    problems: list[str] = []
+    for error in spec.iter_response_errors(request, HttpxOpenAPIResponse(response)):
+        cause = error.__cause__
+        if not (isinstance(error, InvalidData) and isinstance(cause, InvalidSchemaValue)):
+            problems.append(f"{type(error).__name__}: {error}")
+            continue
+        path = response.request.url.path
+        for schema_error in cause.schema_errors:
+            text = str(getattr(schema_error, "message", schema_error))
+            if not any(
+                path.startswith(prefix) and fragment in text
+                for prefix, fragment, _ in KNOWN_RESPONSE_DEVIATIONS
+            ):
+                problems.append(text)
     return problems
 
 

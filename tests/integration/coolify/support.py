@@ -9,8 +9,11 @@ from typing import Any
 from ledger.adapters.coolify import CoolifyClient, CreateDockerImageApp
 from ledger.devtools.fake_coolify import FakeSettings
 
-TEST_SETTINGS = FakeSettings(deploy_delay=0.1, delete_delay=0.05, seed=7)
-"""Short delays keep the suite fast; a fixed seed makes ids and fault draws repeatable."""
+TEST_SETTINGS = FakeSettings(
+    deploy_delay=0.1, delete_delay=0.05, stop_delay=0.05, status_interval=0.05, seed=7
+)
+"""Short delays keep the suite fast (the stop job and the status sweep still lag, so tests
+poll for their effects); a fixed seed makes ids and fault draws repeatable."""
 
 MakeClient = Callable[..., CoolifyClient]
 

@@ -39,8 +39,8 @@ def test_start_queues_a_deployment_that_finishes_and_runs_the_app(
     done = client.get_deployment(result.deployment_uuid)
     assert done.status is DeploymentStatus.FINISHED
     assert done.finished_at is not None
-    status = client.get_application(app_uuid).status
-    assert (str(status), status.is_running) == ("running:unknown", True)
+    assert client.get_application(app_uuid).status.is_running
+    wait_until(lambda: str(client.get_application(app_uuid).status) == "running:unknown")
     (start,) = [r for r in fake.requests() if r.path.endswith("/start")]
     assert (start.method, start.query) == ("POST", {"force": "false", "instant_deploy": "false"})
 
@@ -100,7 +100,7 @@ def test_stop_exits_the_app_and_sends_docker_cleanup(
         f"/api/v1/applications/{app_uuid}/stop",
         {"docker_cleanup": "false"},
     )
-    assert str(client.get_application(app_uuid).status) == "exited:unhealthy"
+    wait_until(lambda: str(client.get_application(app_uuid).status) == "exited:unhealthy")
 
 
 def test_list_deployments_is_newest_first_and_pages(client: CoolifyClient) -> None:

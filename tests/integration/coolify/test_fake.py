@@ -158,18 +158,21 @@ def test_deployment_goes_queued_in_progress_finished(
 ) -> None:
     fake.configure(deploy_delay=0.6)
     uuid = _create(raw_http)
-    deployment_uuid = raw_http.post(f"/applications/{uuid}/start").json()["deployment_uuid"]
+    first = raw_http.post(f"/applications/{uuid}/start").json()["deployment_uuid"]
+    second = raw_http.post(f"/applications/{uuid}/start?force=1").json()["deployment_uuid"]
     seen: list[str] = []
 
     def status() -> str:
-        value: str = raw_http.get(f"/deployments/{deployment_uuid}").json()["status"]
+        value: str = raw_http.get(f"/deployments/{second}").json()["status"]
         if not seen or seen[-1] != value:
             seen.append(value)
         return value
 
+    # Nothing else runs: the first leaves the queue at once; the second waits behind it.
+    assert raw_http.get(f"/deployments/{first}").json()["status"] == "in_progress"
     wait_until(lambda: status() == "finished")
     assert seen == ["queued", "in_progress", "finished"]
-    assert raw_http.get(f"/applications/{uuid}").json()["status"] == "running:unknown"
+    wait_until(lambda: raw_http.get(f"/applications/{uuid}").json()["status"] == "running:unknown")
 
 
 def test_deployments_of_one_app_run_one_after_another(

@@ -639,7 +639,7 @@ class ReadModelsContract:
 
         assert run(app, ["history", "pool-meet-002"]).exit_code == 0
         result = run(app, ["history", "ghost"])
-        assert result.exit_code == 0 and "no slot 'ghost'" in result.stderr
+        assert result.exit_code == 2 and "slot_not_found" in result.stderr
 
         result = run(app, ["audit", "--bot", "bot-1", "--json"])
         assert result.exit_code == 0 and len(result.stdout.splitlines()) == 4

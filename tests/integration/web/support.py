@@ -18,7 +18,11 @@ from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
 from ledger.service import Service
 from ledger.settings import Settings, load_settings
 
-FAKE = FakeSettings(deploy_delay=0.05, delete_delay=0.05, rate_limit=0, seed=11)
+FAKE = FakeSettings(
+    deploy_delay=0.05, delete_delay=0.05, stop_delay=0.1, status_interval=0.1, rate_limit=0, seed=11
+)
+"""Coolify's lags, short: a container is seen running by the second status sweep after
+its deployment, a stop job runs 0.1 s after its request."""
 
 
 def service_settings(database_url: str, fake: FakeCoolifyServer, **overrides: Any) -> Settings:
@@ -35,7 +39,7 @@ def service_settings(database_url: str, fake: FakeCoolifyServer, **overrides: An
 
 def fast_service(settings: Settings) -> Service:
     """A service that polls quickly, so background work lands within a test's patience."""
-    return Service(settings, deploy_poll_s=0.02, status_grace_s=0.5, drain_interval_s=0.1)
+    return Service(settings, deploy_poll_s=0.02, status_grace_s=2.0, drain_interval_s=0.1)
 
 
 @dataclass

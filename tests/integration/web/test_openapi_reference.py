@@ -92,8 +92,7 @@ def test_changes_and_removals_are_differences_additions_are_not() -> None:
     current["components"]["schemas"]["SlotOut"]["properties"]["new"] = {"type": "string"}
     assert differences(reference, current) == [
         "GET /healthz is missing",
-        "POST /v1/deployments.operationId changed: "
-        "'request_deployment' -> 'renamed'",
+        "POST /v1/deployments.operationId changed: 'request_deployment' -> 'renamed'",
         "GET /v1/events.parameters: ('query', 'limit') missing",
         "GET /v1/slots/{slot_id}.parameters: ('path', 'slot_id') changed",
         "schema PoolAtOut is missing",

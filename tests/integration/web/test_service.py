@@ -78,7 +78,7 @@ def free_port() -> int:
 
 
 def test_serve_demo_prints_the_url_and_runs_again_on_its_files(tmp_path: Path) -> None:
-    """``make run`` twice: the demo's default store in ``.slotledger/`` is reused."""
+    """``make run`` twice: a fresh demo store each run, in ``.slotledger/demo/``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     for run in range(2):
         port = free_port()
@@ -99,7 +99,7 @@ def test_serve_demo_prints_the_url_and_runs_again_on_its_files(tmp_path: Path) -
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=30) == 0
-    assert (tmp_path / ".slotledger" / "ledger.db").exists()
+    assert (tmp_path / ".slotledger" / "demo" / "ledger.db").exists()
 
 
 def test_stats_prints_pool_and_queue_counters(

@@ -3,7 +3,7 @@ which is the order of the OpenAPI document's paths as it was before the split (t
 commands on a slot before the queries), so clients and the schemathesis run that walk
 the document see it unchanged."""
 
-from ledger.entrypoints.web.routes import deployments, events, ops, pool, queue, slots
+from ledger.entrypoints.web.routes import deployments, events, operator, ops, pool, queue, slots
 
 __all__ = ["ROUTERS"]
 
@@ -15,4 +15,5 @@ ROUTERS = (
     slots.router,
     events.router,
     ops.router,
+    operator.router,
 )

@@ -1,4 +1,5 @@
-"""``/v1/deployments``: a bot asks for a slot and gives it back."""
+"""``/v1/deployments``: a bot asks for a slot, gives it back, and its orchestrator asks
+where it stands."""
 
 from __future__ import annotations
 
@@ -8,22 +9,30 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 
+from ledger.application.containers import ATTEMPT_KEY
 from ledger.application.deploy import Acquired
+from ledger.application.ports import SlotRow
 from ledger.domain import QueueEntry, SlotStatus
+from ledger.domain.slot import OCCUPIED
 from ledger.entrypoints.web.dependencies import MUTATING, ServiceDep
 from ledger.entrypoints.web.errors import error_responses
 from ledger.entrypoints.web.schemas import (
     BOT_ID,
     DeploymentIn,
+    DeploymentState,
+    DeploymentStatusOut,
     ErrorOut,
     QueuedOut,
     ReleaseOut,
     SlotOut,
 )
+from ledger.errors import BotNotFound, ConcurrencyExhausted
+from ledger.service import Service
+from projections.models.records import AuditRecord
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["deployments"], dependencies=MUTATING)
+router = APIRouter(tags=["deployments"])
 
 BotPath = Annotated[str, Path(pattern=BOT_ID, description="The bot's id.")]
 IdempotencyKey = Annotated[
@@ -39,6 +48,7 @@ IdempotencyKey = Annotated[
 
 @router.post(
     "/v1/deployments",
+    dependencies=MUTATING,
     status_code=201,
     response_model=None,
     responses={
@@ -105,6 +115,7 @@ def request_deployment(
 
 @router.delete(
     "/v1/deployments/{bot_id}",
+    dependencies=MUTATING,
     responses={
         **error_responses(401, 409, 422, 503),
         404: {
@@ -116,17 +127,104 @@ def request_deployment(
     },
 )
 def release(service: ServiceDep, bot_id: BotPath) -> ReleaseOut:
-    """End what the bot holds at this moment: stop its container and release its
-    slot, or cancel its queue entry (a release that meets the entry's dispatch
+    """End what the bot holds at this moment: end its lease on its slot (the
+    container is stopped and the slot cleared in the background, never in this
+    request), or cancel its queue entry (a release that meets the entry's dispatch
     releases the slot it was given)."""
     result = service.deployer.release(bot_id, ctx=service.ledger.context("api"))
     if isinstance(result, QueueEntry):
         service.settle()
         return ReleaseOut(bot_id=bot_id, outcome="cancelled", slot=None)
     service.settle(result.position)
-    released = result.slot.status is SlotStatus.IDLE
-    return ReleaseOut(
-        bot_id=bot_id,
-        outcome="released" if released else "failed",
-        slot=SlotOut.of(result.slot),
+    return ReleaseOut(bot_id=bot_id, outcome="released", slot=SlotOut.of(result.slot))
+
+
+@router.get(
+    "/v1/deployments/{bot_id}",
+    responses={
+        **error_responses(422, 503),
+        404: {"model": ErrorOut, "description": "`bot_not_found`: the bot was never seen"},
+    },
+)
+def deployment_status(service: ServiceDep, bot_id: BotPath) -> DeploymentStatusOut:
+    """Where the bot stands: queued (its place and expected wait), deploying or busy
+    (its slot), releasing, or the outcome of its last request: released, or failed
+    with the reason. What the bot holds is read from the ledger itself; the outcome of
+    a request that ended, from the event log's read models."""
+    ledger = service.ledger
+    for _ in range(ledger.max_attempts):
+        held = ledger.holding(bot_id)
+        if held is None:
+            return _ended(service, bot_id)
+        if isinstance(held, SlotRow):
+            slot = ledger.get_slot(held.slot_id)
+            if slot.status is SlotStatus.BUSY:
+                return DeploymentStatusOut(bot_id=bot_id, state="busy", slot=SlotOut.of(slot))
+            cid = ledger.lease_correlation_id(slot.id)
+            return DeploymentStatusOut(
+                bot_id=bot_id,
+                state="deploying",
+                slot=SlotOut.of(slot),
+                reason=_retried(service, bot_id, cid),
+            )
+        try:
+            queued = service.deployer.queued(ledger.repository.get(held.entry_id))
+        except BotNotFound:
+            continue  # dispatched or ended since the read: read again
+        entry = queued.entry
+        retry = ATTEMPT_KEY in entry.config
+        return DeploymentStatusOut(
+            bot_id=bot_id,
+            state="queued",
+            position=queued.position,
+            estimated_wait_ms=queued.estimated_wait_ms,
+            reason=_retried(service, bot_id, entry.correlation_id) if retry else None,
+        )
+    raise ConcurrencyExhausted(f"the state of bot {bot_id!r} kept changing; try again")
+
+
+_ENDS = frozenset(
+    {"SlotReleasing", "SlotReleased", "SlotFailed", "QueueEntryExpired", "QueueEntryCancelled"}
+)
+"""The events that end a bot's request, or a lease of it."""
+
+
+def _ended(service: Service, bot_id: str) -> DeploymentStatusOut:
+    """The outcome of the bot's last request, from its events (it holds nothing now)."""
+    service.settle()
+    ends = [r for r in service.models.audit(bot=bot_id, limit=None) if r.type in _ENDS]
+    if not ends:
+        raise BotNotFound(f"bot {bot_id!r} was never seen")
+    last = ends[-1]
+    if last.type in ("SlotFailed", "QueueEntryExpired"):
+        state: DeploymentState = "failed"
+    elif last.type == "SlotReleasing" and _still_releasing(service, last):
+        state = "releasing"
+    else:
+        state = "released"
+    return DeploymentStatusOut(
+        bot_id=bot_id, state=state, reason=last.reason, since=last.occurred_at
     )
+
+
+def _still_releasing(service: Service, released: AuditRecord) -> bool:
+    """The slot the bot released is still releasing that lease: no bot on it, a
+    container may run, and its status was set before the bot let go."""
+    slot = service.models.slot(released.slot_id) if released.slot_id else None
+    return (
+        slot is not None
+        and slot.bot_id is None
+        and slot.status in OCCUPIED
+        and slot.since_position < released.position
+    )
+
+
+def _retried(service: Service, bot_id: str, correlation_id: str | None) -> str | None:
+    """The failure a request retries: its last ``SlotFailed``, if any (same request =
+    same correlation id)."""
+    failures = [
+        r
+        for r in service.models.audit(bot=bot_id, type="SlotFailed", limit=None)
+        if r.correlation_id == correlation_id
+    ]
+    return f"retry after a failed deploy: {failures[-1].reason}" if failures else None

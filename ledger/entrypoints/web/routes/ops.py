@@ -11,7 +11,7 @@ from sse_starlette import EventSourceResponse
 
 from ledger.adapters.metrics import CONTENT_TYPE
 from ledger.entrypoints.web.dependencies import ServiceDep
-from ledger.entrypoints.web.schemas import HealthOut, LagOut, LoopOut, ReadyOut
+from ledger.entrypoints.web.schemas import HealthOut, LagOut, LoopOut, ReadyOut, ViolationOut
 from ledger.entrypoints.web.stream import StreamLimit, live_events
 
 __all__ = ["STATIC_DIR", "router"]
@@ -50,6 +50,8 @@ def readyz(service: ServiceDep) -> JSONResponse:
     """The store answers, no background loop has stopped, the read models and the
     queue drain do not fail, and the read models keep up and miss no parked event;
     the body lists every loop's health and the parked events per consumer."""
+    # ...and the open invariant violations, each also a problem that leaves it ready (the
+    # operation's description is part of the API's reference document, kept as it was).
     state = service.readiness()
     body = ReadyOut(
         status="ready" if state.ready else "not_ready",
@@ -57,6 +59,7 @@ def readyz(service: ServiceDep) -> JSONResponse:
         lag=LagOut.of_lag(state.lag) if state.lag is not None else None,
         loops=[LoopOut.of(h) for h in state.loops],
         parked=state.parked,
+        violations=[ViolationOut.of(v) for v in state.violations],
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if state.ready else 503)
 

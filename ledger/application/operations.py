@@ -1,0 +1,134 @@
+"""An operator's actions on the pool (resize) and on one slot (retire), for the CLI and
+the API alike: each is an event with the operator as actor and a reason, and each has a
+dry run that decides the same way and writes nothing.
+
+Retiring a slot commits ``SlotRetired`` first; its container is stopped and its Coolify
+application deleted or kept (``RETIRE_MODE``) afterwards, through the same
+:class:`~ledger.application.policies.SlotRuntime` the error-recovery policy uses. The API
+runs that part in the background, so a request never waits on Coolify's retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from ledger.application import Context, SlotLedger
+from ledger.application.policies import SlotRuntime
+from ledger.domain import Slot
+from ledger.domain.slot import OCCUPIED
+from ledger.domain.text import check_reason
+from ledger.errors import IllegalTransition, SlotLedgerError
+
+__all__ = ["Operator", "Resized", "Retirement"]
+
+log = logging.getLogger(__name__)
+
+ACTOR = "operator"
+
+
+@dataclass(frozen=True)
+class Resized:
+    """What a resize did (or, in a dry run, would do)."""
+
+    old_max_size: int
+    new_max_size: int
+    size: int
+    changed: bool
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """What retiring a slot did (or would do): the steps in order."""
+
+    slot_id: UUID
+    name: str
+    steps: tuple[str, ...]
+    dry_run: bool
+
+
+class Operator:
+    """The operator's commands, with the Coolify part of a retirement run by ``runtime``
+    inline (the CLI) or on one background thread (``background=True``, the API).
+    ``runtime`` is built on first use: a dry run or a resize needs no Coolify token."""
+
+    def __init__(
+        self,
+        ledger: SlotLedger,
+        runtime: Callable[[], SlotRuntime],
+        retire_mode: Literal["delete", "quarantine"],
+        *,
+        background: bool = False,
+    ) -> None:
+        self.ledger = ledger
+        self.runtime = runtime
+        self.retire_mode = retire_mode
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="retire") if background else None
+        )
+
+    def context(self) -> Context:
+        return self.ledger.context(ACTOR)
+
+    def resize(self, max_size: int, reason: str, *, dry_run: bool = False) -> Resized:
+        """A new maximum; below the slots the pool has it is refused (``PoolTooSmall``)."""
+        ledger = self.ledger
+        before = ledger.get_pool()
+        old = ledger.max_pool_size if before is None else before.max_size
+        pool = ledger.resize_pool(max_size, reason, dry_run=dry_run, ctx=self.context())
+        return Resized(old, max_size, pool.size, old != max_size, dry_run)
+
+    def retire(self, ref: str, reason: str, *, dry_run: bool = False) -> Retirement:
+        """An idle or error slot leaves the pool; a held or releasing one is refused,
+        naming its bot. The slot's own guard decides again when the event is written."""
+        ledger = self.ledger
+        check_reason(reason)
+        slot = ledger.get_slot(ledger.resolve_slot(ref))
+        if slot.retired:
+            raise IllegalTransition(f"slot {slot.name} is retired already")
+        if slot.status in OCCUPIED:
+            holder = f"bot {slot.bot_id!r}" if slot.bot_id else "its last bot (releasing)"
+            msg = f"slot {slot.name} is {slot.status.value}, in use by {holder}: release it first"
+            raise IllegalTransition(msg)
+        steps = (f"record SlotRetired ({reason})", *self._coolify_steps(slot))
+        if not dry_run:
+            retired = ledger.retire(slot.id, reason, ctx=self.context()).slot
+            self._run(lambda: self.clean_up(retired))
+        return Retirement(slot.id, slot.name, steps, dry_run)
+
+    def clean_up(self, slot: Slot) -> None:
+        """Stop a retired slot's container, then delete or keep its application. A
+        Coolify failure is logged (the reconciler finds the application orphaned)."""
+        app = slot.coolify_uuid
+        if app is None:
+            return
+        try:
+            runtime = self.runtime()
+            runtime.stop(app)
+            if self.retire_mode == "delete":
+                runtime.delete(app)
+        except SlotLedgerError as e:
+            log.warning("retired slot %s: Coolify clean-up of %s failed: %s", slot.name, app, e)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    def _coolify_steps(self, slot: Slot) -> tuple[str, ...]:
+        app = slot.coolify_uuid
+        if app is None:
+            return ("no application to stop or delete",)
+        if self.retire_mode == "quarantine":
+            return (f"stop application {app}", f"keep application {app} (quarantine)")
+        return (f"stop application {app}", f"delete application {app}")
+
+    def _run(self, work: Callable[[], None]) -> None:
+        if self._executor is None:
+            work()
+        else:
+            self._executor.submit(work)
