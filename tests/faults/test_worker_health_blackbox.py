@@ -27,7 +27,7 @@ def _readyz(process: HttpProcess) -> tuple[int, dict[str, Any]]:
 
 def _worker_loop(process: HttpProcess) -> dict[str, Any]:
     code, body = _readyz(process)
-    (loop,) = body["loops"]
+    (loop,) = [entry for entry in body["loops"] if entry["name"] == "policy-worker"]
     return {"code": code, **body, **loop}
 
 

@@ -47,7 +47,7 @@ def server(tmp_path: Path) -> Iterator[tuple[Service, ServerThread]]:
         demo=Demo(bots=False, deploy_delay_s=0.3),
         worker=False,
         deploy_poll_s=0.05,
-        status_grace_s=1.0,
+        status_grace_s=30.0,  # the demo fake sweeps statuses every 5 s
         drain_interval_s=0.2,
     )
     with ServerThread(create_app(service)) as running:

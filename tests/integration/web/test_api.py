@@ -279,7 +279,7 @@ def test_readiness_fails_at_once_when_the_projection_stops_following(sqlite_api:
     assert {name: states[name] for name in (*core, "queue-drain", "deploys")} == dict.fromkeys(
         (*core, "queue-drain", "deploys"), "running"
     )
-    assert {"coolify", "drift-reconciler"} <= set(states), states
+    assert {"coolify", "drift-reconciler", "invariant-checker"} <= set(states), states
     sqlite_api.service.follower.stop()
     answer = sqlite_api.client.get("/readyz")  # no grace period, no lag needed
     assert answer.status_code == 503
@@ -381,6 +381,10 @@ def test_openapi_documents_every_endpoint(sqlite_api: Api) -> None:
         "/v1/slots/{slot_id}",
         "/v1/slots/{slot_id}/history",
         "/v1/events",
+        "/v1/pool",
+        "/v1/pool/timeline",
+        "/v1/stats/deploy-times",
+        "/v1/stats/queue-wait",
         "/metrics",
         "/healthz",
         "/readyz",
