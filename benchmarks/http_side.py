@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -64,6 +65,8 @@ FAKE_TOKEN = "bench-coolify-token"
 FAKE_NO_DELAYS = ("--deploy-delay", "0", "--delete-delay", "0", "--rate-limit", "0")
 SLOTLEDGER, BASELINE = "slotledger", "status column"
 SECTION = "http"
+_FAILURE = re.compile(r'" 5\d\d\b| ERROR | CRITICAL ')
+MAX_PROBLEMS = 50
 P99_TARGET_MS = 50.0
 """The issue's target for p99 at 64 clients on PostgreSQL."""
 POST_P50_TARGET_MS = 5.0
@@ -145,6 +148,19 @@ class _Server:
             time.sleep(0.1)
         tail = self.log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{self.name} did not start at {self.url}:\n{tail}")
+
+    def problems(self, offset: int) -> list[str]:
+        """Lines logged after ``offset`` that tell of a failure: 5xx answers, errors
+        and the last line of each traceback."""
+        with self.log_path.open(errors="replace") as out:
+            out.seek(offset)
+            lines = out.read().splitlines()
+        return [
+            f"{self.name}: {line.strip()}"
+            for i, line in enumerate(lines)
+            if _FAILURE.search(line)
+            or (line and not line[0].isspace() and i and lines[i - 1].startswith("  "))
+        ]
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -244,6 +260,9 @@ class Cell:
     p99_ms: float
     max_ms: float
     quiesce_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    """The servers' 5xx answers and errors logged during the cell (the logs go with
+    the run's temporary directory, so what explains a 5xx is kept here)."""
 
     @property
     def rate(self) -> float:
@@ -294,7 +313,9 @@ def _cell(
 ) -> Cell:
     bots = f"c{clients}"
     log(f"http: {system}, {setup.label}, {_clients(clients)}, {sizes.seconds:g} s")
+    offsets = [s.log_path.stat().st_size for s in servers]
     raw = _wrk([s.port for s in servers], clients, sizes, bots)
+    problems = [line for s, at in zip(servers, offsets, strict=True) for line in s.problems(at)]
     _release_all(servers[0].url, bots, clients)
     waited = _quiesce(servers) if system == SLOTLEDGER else 0.0
     return Cell(
@@ -313,6 +334,7 @@ def _cell(
         p99_ms=raw["p99_us"] / 1000,
         max_ms=raw["max_us"] / 1000,
         quiesce_s=round(waited, 2),
+        problems=problems[:MAX_PROBLEMS],
     )
 
 

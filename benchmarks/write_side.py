@@ -3,8 +3,11 @@
 - ``cycles``: acquire -> release cycles per second with N concurrent clients, Coolify
   excluded. slotledger (``SlotLedger.acquire`` + ``release``) against the origin system's
   status column (one ``UPDATE ... FOR UPDATE SKIP LOCKED`` to take the least recently used
-  idle row, one ``UPDATE`` back to idle), same pool size, same duration, same database;
-  in N threads of one process, and in N processes. Acquire latency is timed per call.
+  idle row, one ``UPDATE`` back to idle), same pool size, same duration, same database,
+  one right after the other, in each cell: 1, 4 and 16 processes of one client each, and
+  16 threads of one process (slotledger with group commit). Acquire latency is timed per
+  call; the 1-minute load average is kept beside each run. :func:`cycle_results` returns
+  it all as JSON-ready data, with slotledger's round trips per command.
 - ``inserts``: single-row ``INSERT`` + commit with N clients: the physical ceiling of any
   design that commits once per command on this database.
 - ``loads``: ``SlotLedger.get_slot`` (no aggregate cache) for a slot with a short and a

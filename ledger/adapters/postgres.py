@@ -144,6 +144,16 @@ def _unnest_upsert(table: str, row_type: type[IndexRow], order: str) -> str:
     return upsert_sql(table, row_type, source)
 
 
+log = logging.getLogger("ledger.store")
+
+
+def committed(commit: psycopg.Cursor[Any] | None) -> bool:
+    """Whether the server confirmed a save's ``COMMIT`` before what followed it (the
+    notification) failed: the events are saved, and a retry would be refused as a
+    conflict. Followers still find them on their next look."""
+    return commit is not None and commit.statusmessage == "COMMIT"
+
+
 class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
     """PostgreSQL recorder: the indexes are ``<app>_slot_index`` and ``<app>_queue_index``
     beside ``<app>_events``, in the same schema.
@@ -262,6 +272,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
             self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
             for e in stored_events
         ]
+        commit: psycopg.Cursor[Any] | None = None
         with self.datastore.get_connection() as conn:
             try:
                 with conn.pipeline():
@@ -270,13 +281,16 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
                     for query, params in self._index_writes(kwargs):
                         conn.execute(query, params)
                     appended = conn.execute(self._append, (events, len(events)))
-                    conn.execute("COMMIT")
+                    commit = conn.execute("COMMIT")
                     conn.execute(self._notify)
-            except psycopg.Error:
-                # Readers may have waited for this writer: wake them to look again.
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute(self._abandon)
-                raise
+            except psycopg.Error as e:
+                if committed(commit):
+                    log.warning("saved, but readers were not notified: %s", e)
+                else:
+                    # Readers may have waited for this writer: wake them to look again.
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute(self._abandon)
+                    raise
             return sorted(row["notification_id"] for row in appended.fetchall())
 
     def _index_writes(self, kwargs: Mapping[str, Any]) -> Iterator[tuple[Any, tuple[Any, ...]]]:

@@ -33,6 +33,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.tests.persistence import NonInterleavingNotificationIDsBaseCase
 from eventsourcing.utils import Environment
+from psycopg.sql import SQL
 
 from ledger.adapters.postgres import PostgresLedgerFactory, PostgresLedgerRecorder
 from ledger.application.ports import INDEX_ROWS, SlotRow
@@ -346,6 +347,17 @@ def test_a_failed_save_still_wakes_the_readers(
         with pytest.raises(IntegrityError):
             recorder.insert_events(_events(originator, [1]))
         assert _notified(listener)
+
+
+def test_a_save_whose_notification_fails_after_the_commit_is_saved(
+    recorder: PostgresLedgerRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit went through: the caller gets its positions, not an error (a retry
+    would be refused as a conflict although the command took effect)."""
+    monkeypatch.setattr(recorder, "_notify", SQL("SELECT 1/0"))
+    ids = recorder.insert_events(_events(uuid.uuid4(), [1, 2]))
+    assert ids is not None
+    assert _ids(recorder) == ids
 
 
 # --- a database of the previous version -----------------------------------------------------
