@@ -216,10 +216,14 @@ class PostgresReadModels(ReadModels):
         as decoding the events, and reading is most of a rebuild. The query has a lower
         bound only, so the planner always walks the notification-id index: given a range
         over a log without statistics yet (one just written), it sorted every row after
-        ``start`` for each batch. Rows past ``stop`` are cut here."""
+        ``start`` for each batch. Rows past ``stop`` are cut here, and ``stop`` is never past
+        the recorder's horizon: appends commit out of position order, so a read beyond it
+        could pass an event still in flight and skip it for good."""
+        bound = self.ledger.recorder.max_notification_id() or 0
+        stop = bound if stop is None else min(stop, bound)
         with self._pool.connection() as conn, conn.cursor(binary=True) as curs:
             rows = curs.execute(self._select_log, (start, limit)).fetchall()
-        if stop is not None and rows and rows[-1][_ID] > stop:
+        if rows and rows[-1][_ID] > stop:
             rows = rows[: bisect_right(rows, stop, key=itemgetter(_ID))]
         return [Notification(*row) for row in rows]
 
