@@ -258,8 +258,6 @@ class Service:
         self.drain_interval_s = drain_interval_s
         self.metrics = Metrics()
         self.ledger: SlotLedger = bootstrap.build_ledger(self.settings)
-        # Many API requests at once: their acquires and releases share transactions.
-        self.ledger.enable_group_commit()
         try:
             self.models: ReadModels = bootstrap.build_read_models(self.settings, self.ledger)
         except BaseException:
@@ -302,6 +300,9 @@ class Service:
 
     def _start(self) -> None:
         settings = self.settings
+        # Many API requests at once: their acquires and releases share transactions.
+        self.ledger.enable_group_commit()
+        self._stops.append(self.ledger.disable_group_commit)
         if self.demo is not None:
             self._stops.append(self.demo.stop)
             settings = self.demo.start(settings)
@@ -513,6 +514,7 @@ class Service:
             heartbeat_age_s=lag.heartbeat_s,
             parked=self.models.parked_counts(),
             loop_lags={h.name: h.lag_events for h in self.loops(lag.head)},
+            heartbeat_refusals_unrecorded=self.ledger.refusals.unrecorded,
         )
 
     def readiness(self) -> Readiness:

@@ -49,6 +49,8 @@ class Gauges:
     """Unresolved parked events per consumer."""
     loop_lags: dict[str, int | None]
     """Events each log follower has still to take (None: unknown, or on standby)."""
+    heartbeat_refusals_unrecorded: int = 0
+    """Heartbeats refused without an event (one event per slot and bot per minute)."""
 
 
 class _StateCollector(Collector):
@@ -111,6 +113,12 @@ class _StateCollector(Collector):
             if lag is not None:
                 lags.add_metric([name], lag)
         yield lags
+        yield CounterMetricFamily(
+            "slotledger_heartbeat_refusals_unrecorded",
+            "Heartbeats from a bot that does not hold the slot, refused (409) within a "
+            "minute of the recorded SlotHeartbeatRefused of the same slot and bot.",
+            value=gauges.heartbeat_refusals_unrecorded,
+        )
 
 
 class _LoopCollector(Collector):

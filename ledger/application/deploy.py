@@ -56,7 +56,7 @@ from ledger.errors import (
     StaleLease,
     store_unavailable,
 )
-from ledger.loops import log_failure
+from ledger.loops import Backoff, log_failure
 
 __all__ = [
     "Acquired",
@@ -463,7 +463,24 @@ class SlotDeployer:
     def finish_release(self, slot: Slot, bot_id: str, ctx: Context) -> None:
         """The second step of a release: the container gone and the configuration
         deleted, then ``SlotReleased`` and the queue drained; a container that does not
-        go fails the slot with the reason. Never raises (outcomes are events)."""
+        go fails the slot with the reason. An outage of the store is waited out (each
+        step is idempotent, the outcome fenced by the lease) until the stop timeout,
+        past which the stale-releasing policy settles it. Never raises."""
+        backoff = Backoff(min_s=0.5, max_s=10.0)
+        deadline = time.monotonic() + self.app.stop_timeout_s
+        while not self._release_once(slot, bot_id, ctx):
+            if time.monotonic() >= deadline:
+                log.warning("release of slot %s lease %d: %s", slot.name, slot.lease, _LEFT)
+                return
+            try:
+                self.app.pause(backoff.next())
+            except Closed:
+                log.info("slot %s lease %d: %s", slot.name, slot.lease, _LEFT)
+                return
+
+    def _release_once(self, slot: Slot, bot_id: str, ctx: Context) -> bool:
+        """One try at the second step; False when the store failed and it is worth
+        another."""
         lease = _Lease(slot.id, slot.lease, bot_id)
         try:
             with self._turn(slot.id):
@@ -478,26 +495,27 @@ class SlotDeployer:
                 slot.lease,
                 e,
             )
-            return
+            return True
         except (DeployFailed, CoolifyError) as e:
             code = e.reason_code if isinstance(e, DeployFailed) else "stop_failed"
             fail = partial(self.ledger.fail_release, slot.id, f"release: {e.detail}")
             self._settle(partial(fail, reason_code=code, lease=slot.lease, ctx=ctx), lease, _LEFT)
-            return
+            return True
         except Closed:
             log.info("slot %s lease %d: %s", slot.name, slot.lease, _LEFT)
-            return
+            return True
         except Exception as e:
             if store_unavailable(e) is None:
                 log.exception("release of slot %s failed unexpectedly", slot.name)
-            else:
-                log_failure(log, f"release of slot {slot.name} lease {slot.lease}", e, _LEFT)
-            return
+                return True
+            log_failure(log, f"release of slot {slot.name} lease {slot.lease}", e, "retrying")
+            return False
         self.releases.record()
         try:
             self.drain()
         except Exception:  # the release is committed; the periodic drain will run
             log.warning("drain after the release of bot %r failed", bot_id, exc_info=True)
+        return True
 
     # --- configure and start -----------------------------------------------------------
 

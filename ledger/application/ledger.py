@@ -10,6 +10,8 @@ are one-line wrappers that build the command.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar, cast
@@ -116,6 +118,43 @@ def _outcome(done: Done[Slot]) -> Outcome:
     return Outcome(slot=done.answer, position=done.position)
 
 
+class RefusalBound:
+    """At most one ``SlotHeartbeatRefused`` per slot and bot per window from this
+    process; the refusals in between are answered the same (409) and only counted. The
+    first is the evidence; a stranger repeating it cannot grow the log faster than one
+    event a minute per slot it names (per process)."""
+
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
+    ) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self.max_keys = max_keys
+        self.unrecorded = 0
+        """Refusals answered without an event, for ``/metrics``."""
+        self._last: dict[tuple[UUID, str], float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, slot_id: UUID, bot_id: str) -> bool:
+        """Whether this refusal is recorded; one that is not is counted."""
+        with self._lock:
+            last = self._last.get((slot_id, bot_id))
+            if last is not None and self.clock() - last < self.window_s:
+                self.unrecorded += 1
+                return False
+            return True
+
+    def recorded(self, slot_id: UUID, bot_id: str) -> None:
+        now = self.clock()
+        with self._lock:
+            self._last[(slot_id, bot_id)] = now
+            if len(self._last) > self.max_keys:  # bounded memory: forget the expired
+                self._last = {k: t for k, t in self._last.items() if now - t < self.window_s}
+
+
 class SlotLedger(Application[UUID]):
     """The write side of the ledger: every slot transition is a command here."""
 
@@ -146,6 +185,7 @@ class SlotLedger(Application[UUID]):
         self.default_platform = check_platform(default_platform)
         self._group: GroupCommit | None = None
         self.clock = clock
+        self.refusals = RefusalBound()
         self.uow = UnitOfWork(self)
         self._handlers: dict[type[Any], Handler] = {
             EnsurePool: self._ensure_pool,
@@ -439,9 +479,15 @@ class SlotLedger(Application[UUID]):
         if self._group is None:
             self._group = GroupCommit(self, max_batch=max_batch)
 
+    def disable_group_commit(self) -> None:
+        """Stop the writer thread (a stopped service leaves no thread behind); calls go
+        one transaction each again."""
+        group, self._group = self._group, None
+        if group is not None:
+            group.close()
+
     def close(self) -> None:
-        if self._group is not None:
-            self._group.close()
+        self.disable_group_commit()
         super().close()
 
     # --- handlers ----------------------------------------------------------------------
@@ -552,25 +598,35 @@ class SlotLedger(Application[UUID]):
     def _heartbeat(self, command: Heartbeat, ctx: Context) -> Outcome | None:
         """A ``deploying`` slot whose bot reports in is started. A heartbeat from a bot
         that does not hold the slot is recorded on the slot as ``SlotHeartbeatRefused``
-        and then refused with :class:`WrongBot`."""
+        (once a minute per slot and bot: :class:`RefusalBound`) and then refused with
+        :class:`WrongBot`."""
         check_bot_id(command.bot_id)
         cid = ctx.correlation_id
+        recording = False
 
         def decide(_: Attempt) -> Change[Slot | None]:
+            nonlocal recording
+            recording = False
             slot = self.get_slot(command.slot_id)
             at = self.now(ctx)
             try:
                 started = slot.heartbeat(command.bot_id, at=at, actor=ctx.actor, correlation_id=cid)
             except WrongBot as refused:
-                if slot.retired:
+                if slot.retired or not self.refusals.due(slot.id, command.bot_id):
                     return Change(None, refusal=refused)
                 slot.refuse_heartbeat(
                     command.bot_id, refused.detail, at=at, actor=ctx.actor, correlation_id=cid
                 )
+                recording = True
                 return Change(None, [slot], refusal=refused)
             return Change(slot, [slot]) if started else Change(None)
 
-        done = self.uow.run(str(command), decide)
+        try:
+            done = self.uow.run(str(command), decide)
+        except WrongBot:
+            if recording:  # committed: the refusal is raised after its event is saved
+                self.refusals.recorded(command.slot_id, command.bot_id)
+            raise
         return None if done.answer is None else Outcome(done.answer, done.position)
 
     def _update(self, command: SlotUpdate, ctx: Context) -> Outcome:

@@ -295,6 +295,28 @@ class LedgerContract:
             ("intruder", SlotStatus.BUSY)
         ]
 
+    def test_repeated_refusals_write_one_event_a_minute_and_are_counted(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger()
+        now = [1000.0]
+        ledger.refusals.clock = lambda: now[0]
+        slot_id = ledger.provision("meet").slot.id
+        ledger.acquire("b1")
+        for _ in range(100):
+            with pytest.raises(WrongBot):
+                ledger.heartbeat(slot_id, "intruder")
+        with pytest.raises(WrongBot):
+            ledger.heartbeat(slot_id, "other-intruder")  # another bot: its own evidence
+        now[0] += ledger.refusals.window_s
+        with pytest.raises(WrongBot):
+            ledger.heartbeat(slot_id, "intruder")  # a minute later: recorded again
+        refused = [
+            e.bot_id for _, e in iter_log(ledger) if type(e).__name__ == "SlotHeartbeatRefused"
+        ]
+        assert refused == ["intruder", "other-intruder", "intruder"]
+        assert ledger.refusals.unrecorded == 99
+
     def test_stale_lease_is_fenced_out(self, make_ledger: MakeLedger) -> None:
         ledger = make_ledger()
         slot_id = ledger.provision("meet").slot.id

@@ -33,6 +33,7 @@ WIDE = {"COLUMNS": "200"}
 """Help panels wide enough that no option or command name is cut."""
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_SHELL_FENCE = re.compile(r"^```(?:sh|bash|shell)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
 _CELL = re.compile(r"(?<!\\)\|")
 _WORD = re.compile(r"[a-z][a-z-]*")
@@ -84,10 +85,11 @@ def prose(markdown: str) -> str:
 
 
 def examples(markdown: str) -> list[str]:
-    """Every line of a code block that runs the program, in the README's order."""
+    """Every line of a shell code block (```sh) that runs the program, in the README's
+    order; blocks of printed output (```text) are not commands."""
     return [
         line.strip()
-        for block in _FENCE.findall(markdown)
+        for block in _SHELL_FENCE.findall(markdown)
         for line in block.splitlines()
         if line.strip().startswith(PROGRAM + " ")
     ]

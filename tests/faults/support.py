@@ -23,6 +23,7 @@ EXPECTED_EVENT: dict[str, type[Any]] = {
     "acquired": Slot.SlotAcquired,
     "queued": QueueEntry.QueueEntryEnqueued,
     "released": Slot.SlotReleasing,
+    "released at once": Slot.SlotReleased,
     "failed": Slot.SlotFailed,
     "cancelled": QueueEntry.QueueEntryCancelled,
 }

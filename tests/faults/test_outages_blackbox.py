@@ -39,10 +39,10 @@ from tests.faults.cluster import Cluster, pg_bin
 RECOVERY_BOUND_S = 30.0
 """Generous on purpose: the issue asks for 5 s; the measured figure is printed."""
 POOL_SIZE, MAX_OVERFLOW = 1, 3
-READ_MODEL_POOL, SESSIONS = 6, 2  # the read models' pool; the LISTEN and permits sessions
+READ_MODEL_POOL, SESSIONS = 6, 3  # read models' pool; LISTEN, permits, budget sessions
 SERVE_BOUND = POOL_SIZE + MAX_OVERFLOW + FOLLOWER_POOL_SIZE + FOLLOWER_MAX_OVERFLOW
 SERVE_BOUND += READ_MODEL_POOL + SESSIONS
-"""README, Settings: ``slotledger serve`` ≤ P + O + 10 (no policy worker in it here)."""
+"""README, Settings: ``slotledger serve`` ≤ P + O + 11 (no policy worker in it here)."""
 
 
 @pytest.fixture

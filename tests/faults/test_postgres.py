@@ -70,7 +70,7 @@ class Client:
                     holding = self.ledger.index.slot_for_bot(bot) is not None
                 if holding:
                     outcome = self.ledger.release(bot, ctx=self.ledger.context("api").under(cid))
-                    self.log.record(Ack(bot, cid, "released", outcome.position))
+                    self.log.record(Ack(bot, cid, "released at once", outcome.position))
                 else:
                     outcome = self.ledger.acquire(bot, ctx=self.ledger.context("api").under(cid))
                     self.log.record(Ack(bot, cid, "acquired", outcome.position))

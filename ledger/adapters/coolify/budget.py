@@ -43,6 +43,18 @@ __all__ = ["BudgetStats", "RequestBudget"]
 
 log = logging.getLogger("ledger.coolify.budget")
 
+
+class _ClockFallbackFilter(logging.Filter):
+    """pyrate-limiter logs a traceback each time its database clock falls back to the
+    local one (every draw of an outage). The fallback is harmless, and the outage is told
+    once by this module when the bucket itself fails, so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Postgres time query failed")
+
+
+logging.getLogger("pyrate_limiter.clocks").addFilter(_ClockFallbackFilter())
+
 _ITEM = "coolify"
 _SETTLE_S = 0.01
 """Added to each pause, so a try does not come a hair before the room it waits for."""
@@ -99,11 +111,12 @@ class RequestBudget:
     @classmethod
     def on_postgres(cls, conninfo: str, schema: str, per_minute: int) -> RequestBudget:
         """The budget of every process on the store's schema; its table is created when
-        missing. One small pool of its own: a draw holds a connection for milliseconds."""
+        missing. One connection of its own: a draw holds it for milliseconds, and draws
+        take turns on it (the README counts it in each process's bound)."""
         pool = ConnectionPool(
             conninfo,
             min_size=1,
-            max_size=2,
+            max_size=1,
             kwargs={"options": f"-c search_path={schema}"},
             timeout=2.0,
             name="coolify-budget",

@@ -36,6 +36,7 @@ from ledger.domain import (
     MAX_CONFIG_ENTRIES,
     PLATFORM_RULE,
     REASON_RULE,
+    Pool,
     QueueEntry,
     SlotStatus,
     TextRule,
@@ -69,6 +70,7 @@ __all__ = [
     "QueueStatsOut",
     "QueuedOut",
     "ReadyOut",
+    "Reason",
     "ReleaseOut",
     "ResizeIn",
     "ResizeOut",
@@ -123,6 +125,7 @@ def _instant(at: datetime) -> datetime:
 BotId = Annotated[str, Checked(BOT_ID_RULE), Field(description="The bot's id.")]
 SlotRef = Annotated[str, Field(pattern=SLOT_REF, description="A slot's id or its name.")]
 Platform = Annotated[str, Checked(PLATFORM_RULE)]
+Reason = Annotated[str, Checked(REASON_RULE)]
 
 
 def _iso_only(value: object) -> object:
@@ -470,8 +473,8 @@ class SnapshotOut(_Model):
 class ResizeIn(_Request):
     """An operator's new maximum; ``dry_run`` answers what would happen, writing nothing."""
 
-    max_size: int
-    reason: Annotated[str, Checked(REASON_RULE)]
+    max_size: Annotated[int, Field(ge=1, le=Pool.MAX_SIZE_LIMIT)]
+    reason: Reason
     dry_run: bool = False
 
 

@@ -109,8 +109,16 @@ def test_the_holders_heartbeat_starts_its_slot_and_strangers_are_refused(api: Ap
     for ref in ("pool-bot-999", str(uuid.uuid4())):
         missing = api.client.post(f"/v1/slots/{ref}/heartbeat", json={"bot_id": "bot-h"})
         assert_error(missing, 404, "slot_not_found")
+    for _ in range(5):  # a stranger repeating itself: answered alike, recorded once
+        assert_error(
+            api.client.post(f"/v1/slots/{name}/heartbeat", json={"bot_id": "bot-x"}),
+            409,
+            "wrong_bot",
+        )
     events = api.client.get(f"/v1/slots/{name}/history").json()["events"]
-    assert "SlotHeartbeatRefused" in [e["type"] for e in events]
+    assert [e["type"] for e in events].count("SlotHeartbeatRefused") == 1
+    metrics = api.client.get("/metrics").text
+    assert "slotledger_heartbeat_refusals_unrecorded_total 5.0" in metrics
 
 
 def test_an_operator_fails_a_slot_and_a_retired_one_refuses_the_transition(api: Api) -> None:

@@ -11,14 +11,14 @@ from fastapi import APIRouter, Query
 from ledger.entrypoints.web.dependencies import MUTATING, ServiceDep
 from ledger.entrypoints.web.errors import error_responses
 from ledger.entrypoints.web.routes.slots import SlotPath
-from ledger.entrypoints.web.schemas import ResizeIn, ResizeOut, RetireOut
+from ledger.entrypoints.web.schemas import Reason, ResizeIn, ResizeOut, RetireOut
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["operator"], dependencies=MUTATING)
 
 
-@router.put("/v1/pool", responses=error_responses(401, 409, 422))
+@router.put("/v1/pool", responses=error_responses(400, 401, 409, 422))
 def resize_pool(service: ServiceDep, body: ResizeIn) -> ResizeOut:
     """A new maximum pool size, recorded as ``PoolResized``; waiting requests are served
     at once when it grew. Below the slots the pool has: 409 ``pool_too_small``."""
@@ -34,7 +34,7 @@ def resize_pool(service: ServiceDep, body: ResizeIn) -> ResizeOut:
 def retire_slot(
     service: ServiceDep,
     slot_id: SlotPath,
-    reason: Annotated[str, Query(description="Why the slot leaves the pool.")],
+    reason: Annotated[Reason, Query(description="Why the slot leaves the pool.")],
     dry_run: Annotated[bool, Query(description="Say what would happen; write nothing.")] = False,
 ) -> RetireOut:
     """Retire an idle or error slot (a slot in use: 409 naming its bot): ``SlotRetired``
