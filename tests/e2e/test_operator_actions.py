@@ -116,6 +116,14 @@ def test_a_restart_with_a_larger_setting_records_one_pool_resized(
         for process in started:
             assert _get(process, "/v1/pool/stats")["maxSize"] == 5
 
+        processes.worker(env | {"LEDGER_MAX_POOL_SIZE": "7"})  # a worker records it too
+        wait_for(
+            lambda: len(_events(started[0], type="PoolResized")) == 2,
+            what="the worker's PoolResized",
+        )
+        last = _events(started[0], type="PoolResized")[-1]
+        assert last["data"] == {"old_max_size": 5, "new_max_size": 7}
+
 
 def test_retire_over_http_deletes_the_app_and_refuses_a_slot_in_use(
     database_url: str, tmp_path: Path

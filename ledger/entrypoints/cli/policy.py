@@ -10,6 +10,7 @@ built without a Coolify client and runs without ``LEDGER_COOLIFY_TOKEN``.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -26,8 +27,10 @@ from ledger.application.worker import Duty, LocalLeaderElection, Worker
 from ledger.bootstrap import election_for, policy_config, secrets_of
 from ledger.entrypoints.cli.output import JsonOption, emit, failing_cleanly
 from ledger.entrypoints.web.worker_app import WorkerEndpoint, create_worker_app
-from ledger.errors import Conflict
+from ledger.errors import Conflict, store_unavailable
 from ledger.settings import Settings
+
+log = logging.getLogger("ledger.worker")
 
 __all__ = ["Build", "Plan", "register"]
 
@@ -120,11 +123,25 @@ def register(
         standby otherwise; with --port, its health over HTTP."""
         with failing_cleanly(), _built(build) as (ledger, runtime, settings):
             configure_logging(json_lines=log_json, secrets=secrets_of(settings))
+            _ensure_pool(ledger)
             stop = threading.Event()
             election = election_for(settings)
             loop = Worker(policy_config(settings), ledger, runtime, election, duties=duties(ledger))
             with _stopping_on_signals(stop), _endpoint(loop, stop, settings, host, port):
                 loop.run(stop)
+
+
+def _ensure_pool(ledger: SlotLedger) -> None:
+    """A changed ``LEDGER_MAX_POOL_SIZE`` takes effect as one ``PoolResized`` when a
+    worker starts, as when a server does. A store that does not answer yet is no reason
+    not to start: the worker's loops wait for it, and the next start records it."""
+    try:
+        ledger.ensure_pool(ctx=ledger.context("operator"))
+    except Exception as e:
+        outage = store_unavailable(e)
+        if outage is None:
+            raise
+        log.warning("the pool's maximum size is not checked at start: %s", outage.detail)
 
 
 @contextmanager
