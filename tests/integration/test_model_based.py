@@ -269,6 +269,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self._opened = contextmanager(type(self).open)(self.clock)
         self.ledger, self.models = self._opened.__enter__()
+        self.ledger.refusals.window_s = 0.0  # the model records every refused heartbeat
         assert self.ledger.repository.cache is None, "loads must not come from a cache"
         # A small interval, so that loads cross snapshots (the class default is 50).
         self.ledger.snapshotting_intervals = SNAPSHOT_EVERY

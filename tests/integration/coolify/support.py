@@ -10,10 +10,17 @@ from ledger.adapters.coolify import CoolifyClient, CreateDockerImageApp
 from ledger.devtools.fake_coolify import FakeSettings
 
 TEST_SETTINGS = FakeSettings(
-    deploy_delay=0.1, delete_delay=0.05, stop_delay=0.05, status_interval=0.05, seed=7
+    deploy_delay=0.1,
+    delete_delay=0.05,
+    stop_delay=0.05,
+    status_interval=0.05,
+    rate_limit=0,
+    seed=7,
 )
 """Short delays keep the suite fast (the stop job and the status sweep still lag, so tests
-poll for their effects); a fixed seed makes ids and fault draws repeatable."""
+poll for their effects); a fixed seed makes ids and fault draws repeatable. No rate limit:
+tests poll as fast as the machine lets them, so a limit would make them depend on its speed;
+the throttle's own tests configure one."""
 
 MakeClient = Callable[..., CoolifyClient]
 
