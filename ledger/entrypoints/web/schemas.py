@@ -205,7 +205,7 @@ class HeartbeatIn(_Request):
 
 
 class FailIn(_Request):
-    reason: Annotated[str, Checked(REASON_RULE)]
+    reason: Reason
 
 
 class SlotOut(_Model):
