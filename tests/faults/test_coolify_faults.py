@@ -35,6 +35,7 @@ from ledger.application.policies import PolicyEngine, StaleDeployingRule
 from ledger.bootstrap import build_ledger, policy_config
 from ledger.devtools.fake_coolify import FakeCoolifyServer, FakeSettings
 from ledger.domain import SlotStatus
+from ledger.errors import BotNotFound
 from ledger.service import Periodic
 from ledger.settings import load_settings
 from tests.faults.support import ClientLog, assert_log_sound, inconsistent_slots
@@ -81,7 +82,10 @@ class Bots:
         end = self.settle(bot)
         if end in ("busy", "waiting"):
             time.sleep(random.uniform(0.05, 0.3) if end == "busy" else 0)
-            self.release(bot)
+            try:
+                self.release(bot)
+            except BotNotFound:  # its slot failed meanwhile, its retries too: 404, as told
+                end = "lost"
         with self._lock:
             self.ends[end] += 1
 
