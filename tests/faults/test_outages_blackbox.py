@@ -29,11 +29,12 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
 from ledger.bootstrap import FOLLOWER_MAX_OVERFLOW, FOLLOWER_POOL_SIZE
-from tests.blackbox import HttpProcess, cluster, run_cli, wait_for
+from tests.blackbox import HttpProcess, Process, cluster, run_cli, wait_for
 from tests.faults.cluster import Cluster, pg_bin
 
 RECOVERY_BOUND_S = 30.0
@@ -66,14 +67,19 @@ def pg_cluster() -> Iterator[Cluster]:
             server.stop("immediate", check=False)
 
 
-def _backends(server: Cluster) -> int:
-    """Sessions connected to the ledger's database, this one aside."""
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'ledger'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+def _held(process: Process, server: Cluster) -> int:
+    """Connections to the store that ``process`` holds, counted on its side: a backend
+    whose client has just closed stays in ``pg_stat_activity`` for a moment while it
+    exits, so counting there sees a pool's churn (close one, open one) as one too many."""
+    try:
+        sockets = psutil.Process(process.popen.pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return 0
+    return sum(
+        1
+        for s in sockets
+        if s.raddr and s.raddr.port == server.port and s.status == psutil.CONN_ESTABLISHED
+    )
 
 
 def _terminate_backends(server: Cluster) -> int:
@@ -294,13 +300,15 @@ def test_connections_stay_under_the_documented_bound_under_deploy_load(
         started = [processes.serve(env, name=f"serve-{i}", wait=False) for i in range(servers)]
         for server in started:
             server.wait_ready()
-        bound = servers * SERVE_BOUND
-        samples: list[int] = []
+        peaks = [0] * servers
+        totals: list[int] = []
         done = threading.Event()
 
         def sample() -> None:
             while not done.is_set():
-                samples.append(_backends(pg_cluster))
+                held = [_held(server, pg_cluster) for server in started]
+                peaks[:] = [max(p, h) for p, h in zip(peaks, held, strict=True)]
+                totals.append(sum(held))
                 done.wait(0.1)
 
         def bot(n: int) -> int:
@@ -327,10 +335,11 @@ def test_connections_stay_under_the_documented_bound_under_deploy_load(
             done.set()
             sampler.join(timeout=30)
         print(
-            f"\nbackends during {clients} clients x {cycles} deploys on {servers} servers: "
-            f"peak {max(samples)}, median {sorted(samples)[len(samples) // 2]} over "
-            f"{len(samples)} samples; bound {bound} ({SERVE_BOUND} per server); "
-            f"{failures} 5xx"
+            f"\nconnections held during {clients} clients x {cycles} deploys on {servers} "
+            f"servers: peaks per server {peaks}, total peak {max(totals)}, median "
+            f"{sorted(totals)[len(totals) // 2]} over {len(totals)} samples; bound "
+            f"{SERVE_BOUND} per server; {failures} 5xx"
         )
-        assert max(samples) <= bound
+        assert max(totals) > servers  # the sampler saw the servers' connections
+        assert max(peaks) <= SERVE_BOUND
         assert failures == 0
