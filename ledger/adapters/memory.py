@@ -21,7 +21,7 @@ from ledger.application.ports import (
     lru_order,
     row_key,
 )
-from ledger.domain import QueueStatus, SlotStatus
+from ledger.domain import QueueStatus
 
 __all__ = ["POPOLedgerFactory", "POPOLedgerRecorder"]
 
@@ -74,12 +74,7 @@ class POPOLedgerRecorder(POPOApplicationRecorder, LedgerRecorder):
     def idle_candidates(self, pool: str, platform: str | None, limit: int) -> list[SlotRow]:
         idle = self._select(
             SlotRow,
-            lambda r: (
-                r.pool == pool
-                and r.status is SlotStatus.IDLE
-                and not r.retired
-                and platform in (None, r.platform)
-            ),
+            lambda r: r.pool == pool and r.available and platform in (None, r.platform),
         )
         return sorted(idle, key=lru_order)[:limit]
 

@@ -26,7 +26,7 @@ DDL = (
     "slot_id {uuid} PRIMARY KEY, pool TEXT NOT NULL, name TEXT NOT NULL, "
     "platform TEXT NOT NULL, coolify_uuid TEXT, status TEXT NOT NULL, bot_id TEXT UNIQUE, "
     "status_since {ts} NOT NULL, last_used {ts}, retired {bool} NOT NULL, "
-    "version BIGINT NOT NULL, UNIQUE (pool, name))",
+    "version BIGINT NOT NULL, drained {bool} NOT NULL DEFAULT {false}, UNIQUE (pool, name))",
     "CREATE INDEX IF NOT EXISTS {slots_idle} ON {slots} (pool, last_used) WHERE status = 'idle'",
     "CREATE TABLE IF NOT EXISTS {queue} ("
     "entry_id {uuid} PRIMARY KEY, pool TEXT NOT NULL, bot_id TEXT NOT NULL, platform TEXT, "
@@ -64,7 +64,7 @@ SQL_TEMPLATES: Mapping[str, str] = {
     "idle": _select_sql(
         "slots",
         SlotRow,
-        "pool=%s AND status='idle' AND NOT retired AND %s IN (platform, '') "
+        "pool=%s AND status='idle' AND NOT retired AND NOT drained AND %s IN (platform, '') "
         "ORDER BY last_used NULLS FIRST, status_since, name LIMIT %s",
     ),
     "slot_by_bot": _select_sql("slots", SlotRow, "bot_id=%s"),

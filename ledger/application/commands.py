@@ -17,6 +17,7 @@ from typing import ClassVar, Generic, TypeVar
 from uuid import UUID, uuid4
 
 from ledger.domain import Pool, QueueEntry, Slot
+from ledger.domain.slot import DrainScope
 from ledger.errors import StaleLease
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "CompleteRelease",
     "Context",
     "DispatchWaiting",
+    "Drain",
+    "DrainPool",
     "Enqueue",
     "EnsurePool",
     "ExpireDue",
@@ -291,6 +294,28 @@ class Retire(Command[Outcome]):
     actor: ClassVar[str] = "operator"
     slot_id: UUID
     reason: str
+
+
+@dataclass(frozen=True)
+class Drain(Command[Outcome]):
+    """Take a slot out of acquisition (``undrain``: put it back); its lease, if any, runs
+    on. ``scope`` says whether the operator named the slot or drained its pool."""
+
+    actor: ClassVar[str] = "operator"
+    slot_id: UUID
+    reason: str
+    undrain: bool = False
+    scope: DrainScope = "slot"
+
+
+@dataclass(frozen=True)
+class DrainPool(Command[Pool]):
+    """Stop (``undrain``: resume) admitting new slots to the pool; its slots are drained
+    one by one beside it (:class:`Drain` with scope ``pool``)."""
+
+    actor: ClassVar[str] = "operator"
+    reason: str
+    undrain: bool = False
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ class IndexView:
 
     def load(self, row: SlotRow) -> Slot:
         slot = self._get_slot(row.slot_id)
-        if slot.retired != row.retired or slot.status != row.status:
+        if (slot.retired, slot.status, slot.drained) != (row.retired, row.status, row.drained):
             raise LostRace(f"slot {row.name} moved on since its row was read")
         return slot
 

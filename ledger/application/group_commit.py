@@ -32,7 +32,7 @@ from ledger.application.commands import Acquire, Context, Outcome, Release
 from ledger.application.decisions import decide_acquire, decide_release
 from ledger.application.ports import LedgerRecorder, SlotRow, lru_order
 from ledger.application.unit_of_work import LostRace
-from ledger.domain import Slot, SlotStatus, check_bot_id, check_platform
+from ledger.domain import Slot, check_bot_id, check_platform
 from ledger.errors import SlotLedgerError
 
 __all__ = ["GroupCommit", "Writer"]
@@ -92,10 +92,7 @@ class _Batch:
         idle = [
             r
             for r in self.rows.values()
-            if r.status is SlotStatus.IDLE
-            and not r.retired
-            and r.slot_id not in self.taken
-            and platform in (None, r.platform)
+            if r.available and r.slot_id not in self.taken and platform in (None, r.platform)
         ]
         return sorted(idle, key=lru_order)[:limit]
 

@@ -32,6 +32,8 @@ from ledger.application.commands import (
     CompleteRelease,
     Context,
     DispatchWaiting,
+    Drain,
+    DrainPool,
     Enqueue,
     EnsurePool,
     ExpireDue,
@@ -62,6 +64,7 @@ from ledger.application.group_commit import GroupCommit
 from ledger.application.ports import INDEX_ROWS, IndexRow, LedgerRecorder, QueueRow, SlotRow
 from ledger.application.unit_of_work import Attempt, Change, Done, LostRace, UnitOfWork
 from ledger.domain import Pool, QueueEntry, QueueStatus, Slot, check_bot_id, check_platform, pool_id
+from ledger.domain.slot import DrainScope
 from ledger.errors import (
     BotAlreadyQueued,
     BotNotFound,
@@ -111,6 +114,7 @@ def slot_row(slot: Slot) -> SlotRow:
         last_used=slot.last_used,
         retired=slot.retired,
         version=slot.version,
+        drained=slot.drained,
     )
 
 
@@ -195,6 +199,8 @@ class SlotLedger(Application[UUID]):
             ReleaseOrCancel: self._release_or_cancel,
             Heartbeat: self._heartbeat,
             Retire: self._retire,
+            Drain: self._drain,
+            DrainPool: self._drain_pool,
             Enqueue: self._enqueue,
             CancelQueued: self._cancel_queued,
             ExpireDue: self._expire_due,
@@ -450,6 +456,20 @@ class SlotLedger(Application[UUID]):
     def retire(self, slot_id: UUID, reason: str, *, ctx: Context | None = None) -> Outcome:
         return self.handle(Retire(slot_id, reason), ctx)
 
+    def drain(
+        self,
+        slot_id: UUID,
+        reason: str,
+        *,
+        undrain: bool = False,
+        scope: DrainScope = "slot",
+        ctx: Context | None = None,
+    ) -> Outcome:
+        return self.handle(Drain(slot_id, reason, undrain, scope), ctx)
+
+    def drain_pool(self, reason: str, *, undrain: bool = False, ctx: Context | None = None) -> Pool:
+        return self.handle(DrainPool(reason, undrain), ctx)
+
     def enqueue(
         self,
         bot_id: str,
@@ -651,6 +671,38 @@ class SlotLedger(Application[UUID]):
 
         return _outcome(self.uow.run(str(command), decide))
 
+    def _drain(self, command: Drain, ctx: Context) -> Outcome:
+        def decide(_: Attempt) -> Change[Slot]:
+            at, cid = self.now(ctx), ctx.correlation_id
+            slot = self.get_slot(command.slot_id)
+            if command.undrain:
+                slot.undrain(command.reason, at=at, actor=ctx.actor, correlation_id=cid)
+            else:
+                slot.drain(
+                    command.reason,
+                    scope=command.scope,
+                    at=at,
+                    actor=ctx.actor,
+                    correlation_id=cid,
+                )
+            return Change(slot, [slot])
+
+        return _outcome(self.uow.run(str(command), decide))
+
+    def _drain_pool(self, command: DrainPool, ctx: Context) -> Pool:
+        """Saved with the pool's version, so a slot admitted at the same time is either
+        in the pool before the drain (and drained with it) or refused."""
+
+        def decide(_: Attempt) -> Change[Pool]:
+            at, cid = self.now(ctx), ctx.correlation_id
+            pool = self._pool(ctx)
+            change = pool.undrain if command.undrain else pool.drain
+            if not change(command.reason, at=at, actor=ctx.actor, correlation_id=cid):
+                return Change(pool)
+            return Change(pool, [pool])
+
+        return self.uow.run(str(command), decide).answer
+
     # --- queue -------------------------------------------------------------------------
 
     def _enqueue(self, command: Enqueue, ctx: Context) -> QueueEntry:
@@ -756,7 +808,7 @@ class SlotLedger(Application[UUID]):
                 slot = self._view().load(candidates[0])
             else:
                 pool = self._pool(mine)
-                if pool.size >= pool.max_size:
+                if pool.drained or pool.size >= pool.max_size:
                     return Change(None)
                 platform = row.platform or self.default_platform
                 slot = self._admit(pool, platform, None, at, mine)

@@ -1,6 +1,11 @@
-"""An operator's actions on the pool (resize) and on one slot (retire), for the CLI and
-the API alike: each is an event with the operator as actor and a reason, and each has a
-dry run that decides the same way and writes nothing.
+"""An operator's actions on the pool (resize, drain) and on one slot (retire, drain), for
+the CLI and the API alike: each is an event with the operator as actor and a reason, and
+each has a dry run that decides the same way and writes nothing.
+
+Draining the pool records ``PoolDrained`` first (no slot is admitted after it), then
+``SlotDrained`` on each slot not drained yet; run again, it finishes what an interrupted
+run left. Undraining the pool reverses only what the pool's drain did: a slot drained by
+name stays drained.
 
 Retiring a slot commits ``SlotRetired`` first; its container is stopped and its Coolify
 application deleted or kept (``RETIRE_MODE``) afterwards, through the same
@@ -24,7 +29,7 @@ from ledger.domain.slot import OCCUPIED
 from ledger.domain.text import check_reason
 from ledger.errors import IllegalTransition, SlotLedgerError
 
-__all__ = ["Operator", "Resized", "Retirement"]
+__all__ = ["Drainage", "Operator", "Resized", "Retirement"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,22 @@ class Retirement:
     name: str
     steps: tuple[str, ...]
     dry_run: bool
+
+
+@dataclass(frozen=True)
+class Drainage:
+    """What a drain or undrain did (or would do): its target (a slot's name, or
+    ``pool <name>``), the events in order, and the slots they changed."""
+
+    target: str
+    undrain: bool
+    steps: tuple[str, ...]
+    slots: tuple[str, ...]
+    dry_run: bool
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.steps)
 
 
 class Operator:
@@ -101,6 +122,50 @@ class Operator:
             self._run(lambda: self.clean_up(retired))
         return Retirement(slot.id, slot.name, steps, dry_run)
 
+    def drain(
+        self, ref: str, reason: str, *, undrain: bool = False, dry_run: bool = False
+    ) -> Drainage:
+        """Drain (or undrain) one slot: refused when it already is (or is not), or is
+        retired. A held slot's lease runs on; it is not acquired again until undrained."""
+        ledger = self.ledger
+        check_reason(reason)
+        slot = ledger.get_slot(ledger.resolve_slot(ref))
+        event = _check_drain(slot, undrain)
+        if not dry_run:
+            ledger.drain(slot.id, reason, undrain=undrain, ctx=self.context())
+        step = f"record {event} on {slot.name} ({reason})"
+        if not undrain and slot.bot_id is not None:
+            step += f"; bot {slot.bot_id!r} keeps it until its release"
+        return Drainage(slot.name, undrain, (step,), (slot.name,), dry_run)
+
+    def drain_pool(self, reason: str, *, undrain: bool = False, dry_run: bool = False) -> Drainage:
+        """Drain (or undrain) the whole pool: its own event, then each slot's. Nothing
+        left to change: no step, and nothing written."""
+        ledger = self.ledger
+        check_reason(reason)
+        ctx = self.context()
+        pool = ledger.get_pool()
+        steps: list[str] = []
+        if (pool is not None and pool.drained) is undrain:
+            steps.append(f"record {'PoolUndrained' if undrain else 'PoolDrained'} ({reason})")
+            if not dry_run:
+                ledger.drain_pool(reason, undrain=undrain, ctx=ctx)
+        changed: list[str] = []
+        for row in ledger.slots():
+            slot = ledger.get_slot(row.slot_id)
+            if slot.drained is not undrain or (undrain and slot.drain_scope != "pool"):
+                continue
+            event = _check_drain(slot, undrain)
+            if not dry_run:
+                try:
+                    ledger.drain(slot.id, reason, undrain=undrain, scope="pool", ctx=ctx)
+                except IllegalTransition:
+                    continue  # retired, or drained by another operator, since it was read
+            steps.append(f"record {event} on {slot.name}")
+            changed.append(slot.name)
+        target = f"pool {ledger.pool_name}"
+        return Drainage(target, undrain, tuple(steps), tuple(changed), dry_run)
+
     def clean_up(self, slot: Slot) -> None:
         """Stop a retired slot's container, then delete or keep its application. A
         Coolify failure is logged (the reconciler finds the application orphaned)."""
@@ -132,3 +197,13 @@ class Operator:
             work()
         else:
             self._executor.submit(work)
+
+
+def _check_drain(slot: Slot, undrain: bool) -> str:
+    """The event a drain or undrain of ``slot`` records; refused as the slot would."""
+    if slot.retired:
+        raise IllegalTransition(f"slot {slot.name} is retired")
+    if slot.drained is not undrain:
+        state = f"drained already (by {slot.drain_scope})" if slot.drained else "not drained"
+        raise IllegalTransition(f"slot {slot.name} is {state}")
+    return "SlotUndrained" if undrain else "SlotDrained"

@@ -73,6 +73,12 @@ class SlotRow:
     last_used: datetime | None
     retired: bool
     version: int
+    drained: bool = False
+
+    @property
+    def available(self) -> bool:
+        """Whether an acquire may take the slot: idle, in the pool and not drained."""
+        return self.status is SlotStatus.IDLE and not self.retired and not self.drained
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,8 @@ class LedgerRecorder(ApplicationRecorder, ABC):
 
     @abstractmethod
     def idle_candidates(self, pool: str, platform: str | None, limit: int) -> list[SlotRow]:
-        """Idle slots (of one platform, or any), least recently used first."""
+        """Available slots (idle, not drained) of one platform or any, least recently
+        used first."""
 
     @abstractmethod
     def slot_for_bot(self, bot_id: str) -> SlotRow | None:

@@ -7,12 +7,12 @@ imported incident bundle, or the log a concurrency test produced:
 - ``bot_two_slots``: a bot acquiring a second slot while holding one;
 - ``illegal_transition``: an event its slot's status does not allow (transition table;
   a releasing slot, whose lease ended while its container may still run, has no bot, so
-  what needs a held slot is illegal there);
+  what needs a held slot is illegal there; a drained slot is never acquired);
 - ``pool_over_max``: an event that leaves more non-idle slots in a pool than its
   maximum, as the pool's ``PoolCreated`` and ``PoolResized`` set it (a resize below the
   slots in use is not one: those leave as they finish);
 - ``queue_starved``: a queue entry waiting while a slot of its pool and platform stood
-  idle for longer than ``queue_grace_s``;
+  idle, not drained, for longer than ``queue_grace_s``;
 - ``deploying_stuck``: a held slot deploying for longer than ``deploying_timeout_s``
   plus ``deploying_grace_s`` with no decision (the stale-deploying policy's
   ``SlotFailed``, a start, a release);
@@ -145,6 +145,9 @@ class _SlotState:
     """The key of its open ``deploying_stuck``."""
     foreign: bool = False
     """Of another pool than the one checked: its events are skipped."""
+    drained: bool = False
+    """Out of acquisition: idle, but no queue entry can take it (added last: states
+    dumped before it load undrained)."""
 
     @property
     def releasing(self) -> bool:
@@ -167,12 +170,13 @@ class _SlotState:
             self.suspect,
             self.stuck,
             self.foreign,
+            self.drained,
         ]
 
     @classmethod
     def load(cls, row: list[Any]) -> _SlotState:
         pool, platform, status, holder, retired, since, since_pos, held_at, *rest = row
-        suspect, stuck, foreign = rest
+        suspect, stuck, foreign, *added = rest
         return cls(
             pool,
             platform,
@@ -185,6 +189,7 @@ class _SlotState:
             list(suspect),
             stuck,
             foreign,
+            bool(added and added[0]),
         )
 
 
@@ -314,8 +319,17 @@ class Checker:
             return
         new: list[str] = []
         refused = transition.held and state.releasing
-        if state.retired or state.status not in transition.sources or refused:
-            was = "retired" if state.retired else "releasing" if refused else state.status.value
+        drained = state.drained and isinstance(event, Slot.SlotAcquired)
+        if state.retired or state.status not in transition.sources or refused or drained:
+            was = (
+                "retired"
+                if state.retired
+                else "releasing"
+                if refused
+                else "drained"
+                if drained
+                else state.status.value
+            )
             new.append(
                 self._violate(
                     "illegal_transition",
@@ -337,6 +351,8 @@ class Checker:
             state.status = transition.target
             state.since, state.since_position = event.timestamp, position
         state.retired = state.retired or transition.retires
+        if isinstance(event, Slot.SlotDrained | Slot.SlotUndrained):
+            state.drained = isinstance(event, Slot.SlotDrained)
         self._count(state, 1)
         self._track_deploying(slot_id, state, position)
         state.suspect += new
@@ -453,8 +469,9 @@ class Checker:
         if state.foreign or state.retired:
             return
         if state.status is SlotStatus.IDLE:
-            self._idle[(state.pool, state.platform)] += sign
-            self._idle_in[state.pool] += sign
+            if not state.drained:
+                self._idle[(state.pool, state.platform)] += sign
+                self._idle_in[state.pool] += sign
         else:
             self._non_idle[state.pool] += sign
 

@@ -24,7 +24,7 @@ from ledger.domain.text import (
 )
 from ledger.errors import BadInput, Conflict, PoolFull
 
-__all__ = ["Pool", "PoolTooSmall", "pool_id"]
+__all__ = ["Pool", "PoolDrainedError", "PoolTooSmall", "pool_id"]
 
 
 class PoolTooSmall(Conflict):
@@ -33,13 +33,25 @@ class PoolTooSmall(Conflict):
     code = "pool_too_small"
 
 
+class PoolDrainedError(PoolFull):
+    """No new slot while the pool is drained: a request waits in the queue, as when the
+    pool is full, until the pool is undrained or the entry times out."""
+
+    code = "pool_drained"
+
+
 def pool_id(pool_name: str) -> UUID:
     """Pools are found by name, so their id is derived from it."""
     return uuid5(NAMESPACE_URL, f"slotledger:pool:{pool_name}")
 
 
 class Pool(TypedState, Aggregate):
-    """Pool membership: unique names and the maximum size, decided in one place."""
+    """Pool membership: unique names, the maximum size and whether the pool takes new
+    slots (not while drained), decided in one place.
+
+    State version 3 added ``drained``: snapshots of version 2 are upcast undrained."""
+
+    class_version: ClassVar[int] = 3
 
     class PoolEvent(Aggregate.Event):
         actor: str
@@ -89,7 +101,25 @@ class Pool(TypedState, Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.members.pop(str(self.slot_id), None)
 
+    class PoolDrained(PoolEvent):
+        """No new acquisition in the pool; each slot records its own ``SlotDrained``."""
+
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.drained = True
+
+    class PoolUndrained(PoolEvent):
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.drained = False
+
     MAX_SIZE_LIMIT: ClassVar[int] = 10_000
+
+    @classmethod
+    def upcast_v2_v3(cls, state: dict[str, Any]) -> None:
+        state["drained"] = False
 
     def __init__(
         self, *, name: str, prefix: str, max_size: int, actor: str, correlation_id: str
@@ -99,6 +129,7 @@ class Pool(TypedState, Aggregate):
         self.max_size = max_size
         self.members: dict[str, str] = {}
         self.next_number: dict[str, int] = {}
+        self.drained = False
 
     @classmethod
     def create(
@@ -165,6 +196,8 @@ class Pool(TypedState, Aggregate):
         """Reserve the next name for a new slot; refuse when the pool is full."""
         check_platform(platform)
         check_origin(actor, correlation_id)
+        if self.drained:
+            raise PoolDrainedError(f"pool {self.name} is drained: no new slot until undrained")
         if self.size >= self.max_size:
             msg = f"pool {self.name} is at its maximum size of {self.max_size} slots"
             raise PoolFull(msg)
@@ -180,6 +213,31 @@ class Pool(TypedState, Aggregate):
             correlation_id=correlation_id,
         )
         return name
+
+    def drain(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> bool:
+        """Stop taking new slots (once: draining a drained pool changes nothing)."""
+        return self._set_drained(self.PoolDrained, True, reason, at, actor, correlation_id)
+
+    def undrain(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> bool:
+        return self._set_drained(self.PoolUndrained, False, reason, at, actor, correlation_id)
+
+    def _set_drained(
+        self,
+        event: type[PoolEvent],
+        drained: bool,
+        reason: str,
+        at: datetime,
+        actor: str,
+        correlation_id: str,
+    ) -> bool:
+        check_origin(actor, correlation_id)
+        check_reason(reason)
+        if self.drained is drained:
+            return False
+        self.trigger_event(
+            event, timestamp=at, reason=reason, actor=actor, correlation_id=correlation_id
+        )
+        return True
 
     def remove(self, slot_id: UUID, *, at: datetime, actor: str, correlation_id: str) -> None:
         check_origin(actor, correlation_id)

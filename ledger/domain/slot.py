@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -31,7 +31,15 @@ from ledger.domain.text import (
 )
 from ledger.errors import IllegalTransition, StaleLease, WrongBot
 
-__all__ = ["ALL_STATUSES", "OCCUPIED", "TRANSITIONS", "Slot", "SlotStatus", "Transition"]
+__all__ = [
+    "ALL_STATUSES",
+    "OCCUPIED",
+    "TRANSITIONS",
+    "DrainScope",
+    "Slot",
+    "SlotStatus",
+    "Transition",
+]
 
 
 class SlotStatus(StrEnum):
@@ -77,6 +85,8 @@ TRANSITIONS: Mapping[str, Transition] = {
         Transition("SlotRecovered", frozenset({SlotStatus.ERROR}), SlotStatus.IDLE),
         Transition("SlotAppCreated", ALL_STATUSES, None),
         Transition("SlotHeartbeatRefused", ALL_STATUSES, None),
+        Transition("SlotDrained", ALL_STATUSES, None),
+        Transition("SlotUndrained", ALL_STATUSES, None),
         Transition(
             "SlotRetired", frozenset({SlotStatus.IDLE, SlotStatus.ERROR}), None, retires=True
         ),
@@ -90,12 +100,23 @@ bot's lease at once (the bot holds nothing and may ask again) while the status s
 what it was, since the container still occupies the slot; ``SlotReleased`` makes the
 slot idle once Coolify reports the container gone. ``SlotReleased`` straight from a held
 slot (one step) is what logs written before the two steps hold, and what a release
-without Coolify does."""
+without Coolify does.
+
+Draining takes a slot out of acquisition without touching its status: a held slot's lease
+runs on, and after its release the slot stays idle, unused, until it is undrained."""
+
+DrainScope = Literal["slot", "pool"]
+"""Who drained a slot: an operator naming it, or the drain of its whole pool (which its
+undrain reverses, leaving slots drained by name drained)."""
 
 
 class Slot(TypedState, Aggregate):
-    """A warm Coolify application that bots lease one at a time."""
+    """A warm Coolify application that bots lease one at a time.
 
+    State version 3 added ``drained`` and ``drain_scope``: snapshots of version 2 are
+    upcast to a slot that is not drained (no slot could be before)."""
+
+    class_version: ClassVar[int] = 3
     state_types: ClassVar[Mapping[str, type[Any]]] = {
         **TypedState.state_types,
         "status": SlotStatus,
@@ -207,6 +228,28 @@ class Slot(TypedState, Aggregate):
         def apply_fields(self, slot: Slot) -> None:
             slot.retired = True
 
+    class SlotDrained(SlotEvent):
+        """No new lease on the slot until it is undrained; the current one runs on."""
+
+        reason: str
+        scope: str
+
+        def apply_fields(self, slot: Slot) -> None:
+            slot.drained = True
+            slot.drain_scope = self.scope
+
+    class SlotUndrained(SlotEvent):
+        reason: str
+
+        def apply_fields(self, slot: Slot) -> None:
+            slot.drained = False
+            slot.drain_scope = None
+
+    @classmethod
+    def upcast_v2_v3(cls, state: dict[str, Any]) -> None:
+        state["drained"] = False
+        state["drain_scope"] = None
+
     def __init__(
         self,
         *,
@@ -231,6 +274,8 @@ class Slot(TypedState, Aggregate):
         self.last_error: str | None = None
         self.recovery_attempts = 0
         self.retired = False
+        self.drained = False
+        self.drain_scope: str | None = None
 
     # Commands: guards first, then one event. Nothing changes when a guard raises.
 
@@ -268,6 +313,9 @@ class Slot(TypedState, Aggregate):
 
     def acquire(self, bot_id: str, *, at: datetime, actor: str, correlation_id: str) -> None:
         check_bot_id(bot_id)
+        if self.drained:
+            msg = f"slot {self.name} is drained: SlotAcquired is not allowed until it is undrained"
+            raise IllegalTransition(msg)
         self._emit(self.SlotAcquired, at, actor, correlation_id, bot_id)
 
     def mark_deploying(
@@ -410,6 +458,35 @@ class Slot(TypedState, Aggregate):
 
     def retire(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:
         self._emit(self.SlotRetired, at, actor, correlation_id, None, reason=check_reason(reason))
+
+    def drain(
+        self,
+        reason: str,
+        *,
+        scope: DrainScope = "slot",
+        at: datetime,
+        actor: str,
+        correlation_id: str,
+    ) -> None:
+        self._check_allowed(self.SlotDrained)
+        if self.drained:
+            msg = f"slot {self.name} is drained already (by {self.drain_scope})"
+            raise IllegalTransition(msg)
+        self._emit(
+            self.SlotDrained,
+            at,
+            actor,
+            correlation_id,
+            self.bot_id,
+            reason=check_reason(reason),
+            scope=scope,
+        )
+
+    def undrain(self, reason: str, *, at: datetime, actor: str, correlation_id: str) -> None:
+        self._check_allowed(self.SlotUndrained)
+        if not self.drained:
+            raise IllegalTransition(f"slot {self.name} is not drained")
+        self._emit(self.SlotUndrained, at, actor, correlation_id, None, reason=check_reason(reason))
 
     def _check_holder(self, bot_id: str) -> None:
         check_bot_id(bot_id)

@@ -64,6 +64,9 @@ class SlotState:
     last_error: str | None
     recovery_attempts: int
     retired: bool
+    drained: bool
+    """Out of acquisition (an operator's drain); the status is unchanged by it."""
+    drain_scope: str | None
     version: int
 
 

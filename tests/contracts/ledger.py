@@ -346,6 +346,47 @@ class LedgerContract:
         )
         assert outcome.slot.coolify_uuid is None  # the deploy flow creates the app
 
+    def test_a_drained_slot_is_never_acquired_and_keeps_its_lease(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger(max_pool_size=2)
+        held = ledger.provision("meet", acquire_for="holder").slot.id
+        spare = ledger.provision("meet").slot.id
+        ledger.drain(spare, "disk failing")
+        ledger.drain(held, "disk failing")
+        with pytest.raises(NoIdleSlot):
+            ledger.acquire("other", platform="meet")  # the only idle slot is drained
+        assert ledger.get_slot(held).bot_id == "holder"  # its lease runs on
+        ledger.release("holder")
+        with pytest.raises(NoIdleSlot):
+            ledger.acquire("other")
+        with pytest.raises(IllegalTransition, match="drained already"):
+            ledger.drain(spare, "again")
+        ledger.drain(spare, "disk replaced", undrain=True)
+        assert ledger.acquire("other").slot.id == spare
+        with pytest.raises(IllegalTransition, match="not drained"):
+            ledger.drain(spare, "again", undrain=True)
+        assert event_types(ledger).count("SlotDrained") == 2
+        report = check_events(iter_log(ledger))
+        assert report.ok, report.violations
+
+    def test_a_drained_pool_admits_no_slot_and_its_queue_waits(
+        self, make_ledger: MakeLedger
+    ) -> None:
+        ledger = make_ledger(max_pool_size=3)
+        pool = ledger.drain_pool("maintenance")
+        assert pool.drained
+        with pytest.raises(PoolFull, match="drained"):
+            ledger.provision("meet")
+        ledger.enqueue("waiter", platform="meet")
+        assert ledger.dispatch_waiting() == []  # room in the pool, but drained
+        assert ledger.drain_pool("maintenance").drained  # a second drain writes nothing
+        ledger.drain_pool("done", undrain=True)
+        [(entry, outcome)] = ledger.dispatch_waiting()
+        assert (entry.bot_id, outcome.slot.name) == ("waiter", "pool-meet-001")
+        types = event_types(ledger)
+        assert (types.count("PoolDrained"), types.count("PoolUndrained")) == (1, 1)
+
     def test_group_commit_serves_concurrent_callers_correctly(
         self, make_ledger: MakeLedger
     ) -> None:

@@ -58,7 +58,15 @@ COMMANDS: dict[str, Callable[[Slot], None]] = {
     "SlotAppCreated": lambda s: s.app_created("app-2", **META),
     "SlotHeartbeatRefused": lambda s: s.refuse_heartbeat("bot-9", "not the holder", **META),
     "SlotRetired": lambda s: s.retire("worn out", **META),
+    "SlotDrained": lambda s: s.drain("disk failing", **META),
+    "SlotUndrained": lambda s: undrain_drained(s),
 }
+
+
+def undrain_drained(slot: Slot) -> None:
+    """Undrain a slot as if drained before (its drain is another row of the table)."""
+    slot.drained = True
+    slot.undrain("disk replaced", **META)
 
 CASES = [(event, status) for event in COMMANDS for status in SlotStatus]
 

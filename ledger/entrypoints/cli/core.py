@@ -220,6 +220,7 @@ def register(app: typer.Typer, ctx: Context) -> None:
                 {
                     "name": r.name,
                     "status": r.status,
+                    "drained": r.drained,
                     "bot": r.bot_id,
                     "since": r.status_since,
                     "last_used": r.last_used,
@@ -231,7 +232,7 @@ def register(app: typer.Typer, ctx: Context) -> None:
             as_json=as_json,
             title="slots",
             empty="the pool has no slots",
-            columns=("name", "status", "bot", "since", "last_used"),
+            columns=("name", "status", "drained", "bot", "since", "last_used"),
             wrap={"bot"},
         )
 

@@ -1,9 +1,12 @@
-"""An operator's actions on the command line: ``retire SLOT`` and ``pool resize N``, each
-with ``--reason`` and ``--dry-run`` (see :mod:`ledger.application.operations`). The CLI
-does the Coolify part of a retirement itself, before it answers."""
+"""An operator's actions on the command line: ``retire SLOT``, ``drain SLOT``, ``undrain
+SLOT``, ``pool resize N``, ``pool drain`` and ``pool undrain``, each with ``--reason`` and
+``--dry-run`` (see :mod:`ledger.application.operations`). The CLI does the Coolify part of
+a retirement itself, before it answers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -20,7 +23,8 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would happen; 
 
 
 def register(app: typer.Typer, ctx: Context) -> None:
-    """Add ``retire`` and the ``pool`` group (``pool resize``)."""
+    """Add ``retire``, ``drain``, ``undrain`` and the ``pool`` group (``pool resize``,
+    ``pool drain``, ``pool undrain``)."""
 
     def operator() -> Operator:
         return Operator(
@@ -39,6 +43,22 @@ def register(app: typer.Typer, ctx: Context) -> None:
             verb = "would" if dry_run else "did"
             return {"slot": done.name, "dry_run": dry_run, verb: "; ".join(done.steps)}
 
+        emit([run_guarded(run)], as_json=as_json)
+
+    @app.command()
+    def drain(
+        slot: str, reason: Reason, dry_run: DryRun = False, as_json: JsonOption = False
+    ) -> None:
+        """Take a slot out of acquisition (SlotDrained). A bot that holds it keeps it until
+        its release; the slot then stays idle until undrained."""
+        emit([run_guarded(partial(_drain, operator, slot, reason, dry_run))], as_json=as_json)
+
+    @app.command()
+    def undrain(
+        slot: str, reason: Reason, dry_run: DryRun = False, as_json: JsonOption = False
+    ) -> None:
+        """Put a drained slot back into acquisition (SlotUndrained)."""
+        run = partial(_drain, operator, slot, reason, dry_run, undrain=True)
         emit([run_guarded(run)], as_json=as_json)
 
     pool = typer.Typer(help="The pool as a whole.", no_args_is_help=True)
@@ -65,4 +85,39 @@ def register(app: typer.Typer, ctx: Context) -> None:
 
         emit([run_guarded(run)], as_json=as_json)
 
+    @pool.command("drain")
+    def drain_pool(reason: Reason, dry_run: DryRun = False, as_json: JsonOption = False) -> None:
+        """No new acquisition in the pool: PoolDrained, then SlotDrained on each slot not
+        drained yet (run again, it finishes an interrupted drain). Requests wait in the
+        queue; busy slots finish."""
+        emit([run_guarded(partial(_drain, operator, None, reason, dry_run))], as_json=as_json)
+
+    @pool.command("undrain")
+    def undrain_pool(reason: Reason, dry_run: DryRun = False, as_json: JsonOption = False) -> None:
+        """PoolUndrained, then SlotUndrained on each slot the pool's drain drained (slots
+        drained by name stay drained)."""
+        run = partial(_drain, operator, None, reason, dry_run, undrain=True)
+        emit([run_guarded(run)], as_json=as_json)
+
     app.add_typer(pool, name="pool")
+
+
+def _drain(
+    operator: Callable[[], Operator],
+    slot: str | None,
+    reason: str,
+    dry_run: bool,
+    *,
+    undrain: bool = False,
+) -> dict[str, object]:
+    """Drain or undrain one slot, or the pool (``slot`` None), as a row to print."""
+    if slot is None:
+        done = operator().drain_pool(reason, undrain=undrain, dry_run=dry_run)
+    else:
+        done = operator().drain(slot, reason, undrain=undrain, dry_run=dry_run)
+    verb = "would" if dry_run else "did"
+    return {
+        "target": done.target,
+        "dry_run": dry_run,
+        verb: "; ".join(done.steps) or "nothing: already so",
+    }

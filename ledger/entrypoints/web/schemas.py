@@ -54,6 +54,8 @@ __all__ = [
     "DeploymentIn",
     "DeploymentState",
     "DeploymentStatusOut",
+    "DrainIn",
+    "DrainOut",
     "ErrorOut",
     "EventOut",
     "FailIn",
@@ -223,6 +225,12 @@ class SlotOut(_Model):
     last_error: str | None
     recovery_attempts: int
     retired: bool
+    drained: bool = Field(
+        default=False, description="Out of acquisition until undrained; status unchanged."
+    )
+    drain_scope: Literal["slot", "pool"] | None = Field(
+        default=None, description="Drained by name (`slot`) or with its pool (`pool`)."
+    )
     version: int
 
 
@@ -484,6 +492,24 @@ class ResizeOut(_Model):
     old_max_size: int
     new_max_size: int
     size: int = Field(description="The slots the pool has now.")
+    changed: bool
+    dry_run: bool
+
+
+class DrainIn(_Request):
+    """Why; ``dry_run`` answers what would happen, writing nothing."""
+
+    reason: Reason
+    dry_run: bool = False
+
+
+class DrainOut(_Model):
+    """The events a drain or undrain recorded (or would), in order; none: nothing to do."""
+
+    target: str = Field(description="The slot's name, or `pool <name>`.")
+    undrain: bool
+    steps: list[str]
+    slots: list[str] = Field(description="The slots whose drain changed.")
     changed: bool
     dry_run: bool
 

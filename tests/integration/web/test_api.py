@@ -360,6 +360,8 @@ def test_mutations_need_the_token_when_one_is_set(sqlite_url: str, make_api: Mak
         ("DELETE", "/v1/deployments/bot-1", None),
         ("POST", f"/v1/slots/{name}/heartbeat", {"bot_id": "bot-1"}),
         ("POST", f"/v1/slots/{name}/fail", {"reason": "x"}),
+        ("POST", f"/v1/slots/{name}/drain", {"reason": "x"}),
+        ("POST", "/v1/pool/undrain", {"reason": "x"}),
     ]
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
         for method, path, body in attempts:
@@ -390,6 +392,10 @@ def test_openapi_documents_every_endpoint(sqlite_api: Api) -> None:
         "/v1/slots/{slot_id}/history",
         "/v1/events",
         "/v1/pool",
+        "/v1/pool/drain",
+        "/v1/pool/undrain",
+        "/v1/slots/{slot_id}/drain",
+        "/v1/slots/{slot_id}/undrain",
         "/v1/pool/timeline",
         "/v1/stats/deploy-times",
         "/v1/stats/queue-wait",

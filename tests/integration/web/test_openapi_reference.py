@@ -1,7 +1,8 @@
 """The HTTP API keeps its contract: every path, operation, parameter, response and schema
 of tests/fixtures/openapi-reference.json (the document before the restructure of issue
 11) stands unchanged in today's document. Additions are allowed: new paths, operations,
-parameters, responses, schemas, and new properties of a schema."""
+parameters, responses, schemas, new properties of a schema, and new values of an enum
+(an event type a filter accepts)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ REFERENCE = Path(__file__).parents[2] / "fixtures" / "openapi-reference.json"
 Document = Mapping[str, Any]
 
 
+def _same(reference: object, current: object) -> bool:
+    """Equal, except that an ``enum`` may have gained values."""
+    if isinstance(reference, Mapping) and isinstance(current, Mapping):
+        return reference.keys() == current.keys() and all(
+            set(v) <= set(current[k]) if k == "enum" else _same(v, current[k])
+            for k, v in reference.items()
+        )
+    return reference == current
+
+
 def _differences(
     where: str, reference: Document, current: Document, grows: tuple[str, ...]
 ) -> list[str]:
@@ -31,9 +42,9 @@ def _differences(
             found += [
                 f"{where}.{key}: {entry!r} " + ("changed" if entry in current[key] else "missing")
                 for entry in value
-                if current[key].get(entry) != value[entry]
+                if not _same(value[entry], current[key].get(entry))
             ]
-        elif current[key] != value:
+        elif not _same(value, current[key]):
             found.append(f"{where}.{key} changed: {value!r} -> {current[key]!r}")
     return found
 
@@ -90,6 +101,8 @@ def test_changes_and_removals_are_differences_additions_are_not() -> None:
     del current["components"]["schemas"]["PoolAtOut"]
     current["paths"]["/v1/new"] = {"get": {}}
     current["components"]["schemas"]["SlotOut"]["properties"]["new"] = {"type": "string"}
+    events = current["paths"]["/v1/events"]["get"]["parameters"]
+    next(p for p in events if p["name"] == "type")["schema"]["enum"].append("SlotNew")
     assert differences(reference, current) == [
         "GET /healthz is missing",
         "POST /v1/deployments.operationId changed: 'request_deployment' -> 'renamed'",

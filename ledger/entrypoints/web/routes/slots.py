@@ -75,13 +75,18 @@ def list_slots(
     platform: Annotated[
         str | None, Query(pattern=PLATFORM, description="Only this platform.")
     ] = None,
+    drained: Annotated[
+        bool | None, Query(description="Only drained slots (true) or only the others (false).")
+    ] = None,
 ) -> list[SlotOut]:
-    """The pool's slots, optionally filtered by status and platform."""
+    """The pool's slots, optionally filtered by status, platform and drain."""
     wanted = set(status or SlotStatus)
     return [
         SlotOut.of(s)
         for s in service.models.slots()
-        if s.status in wanted and (platform is None or s.platform == platform)
+        if s.status in wanted
+        and (platform is None or s.platform == platform)
+        and (drained is None or s.drained is drained)
     ]
 
 
