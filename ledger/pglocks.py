@@ -5,7 +5,7 @@ schema creation (:func:`ddl_lock`), the policy worker's leadership, the deploy p
 the read models' writer and rebuild locks, and the event log's position allocation and
 in-flight register (:func:`log_keys`). Keys come from :func:`lock_key` only, so two locks
 can never collide by accident and ``pg_locks`` reads the same way for all.
-A base module: it imports nothing of ours.
+A base module: it imports only :mod:`ledger.ddl`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
+
+from ledger.ddl import added_columns
 
 __all__ = [
     "RECONNECT_S",
@@ -118,19 +120,32 @@ _EXISTING = (
     "WHERE n.nspname = %(schema)s AND p.proname = ANY(%(names)s)"
 )
 
+_COLUMNS = (
+    "SELECT table_name, column_name FROM information_schema.columns "
+    "WHERE table_schema = %(schema)s AND table_name = ANY(%(tables)s)"
+)
+
 
 def ddl_missing(conn: psycopg.Connection[Any], schema: str, statements: Sequence[str]) -> bool:
-    """Whether any table, index, type or function that ``statements`` create is missing
-    from ``schema``: one catalog query, no lock. A start against a schema already in
+    """Whether any table, index, type or function that ``statements`` create, or any
+    column they add (:mod:`ledger.ddl`), is missing from ``schema``: catalog queries, no
+    lock. A start against a schema already in
     place must run no DDL at all (nor take :func:`ddl_lock`), because even ``CREATE INDEX
     IF NOT EXISTS`` on an existing index takes a SHARE lock on its table, which waits for
     (and blocks, and can deadlock with) the writers of the processes already running."""
     names = {n for s in statements for m in _CREATED.finditer(s) for n in m.groups() if n}
     if not names:
         return True
+    columns = added_columns(statements)
     with conn.cursor(row_factory=tuple_row) as curs:
         rows = curs.execute(_EXISTING, {"schema": schema, "names": sorted(names)}).fetchall()
-    return {r[0] for r in rows} != names
+        if {r[0] for r in rows} != names:
+            return True
+        if not columns:
+            return False
+        tables = sorted({t for t, _ in columns})
+        found = curs.execute(_COLUMNS, {"schema": schema, "tables": tables}).fetchall()
+    return not columns <= {(r[0], r[1]) for r in found}
 
 
 def connect_session(conninfo: str, purpose: str) -> psycopg.Connection[tuple[Any, ...]]:

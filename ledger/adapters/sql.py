@@ -26,7 +26,9 @@ DDL = (
     "slot_id {uuid} PRIMARY KEY, pool TEXT NOT NULL, name TEXT NOT NULL, "
     "platform TEXT NOT NULL, coolify_uuid TEXT, status TEXT NOT NULL, bot_id TEXT UNIQUE, "
     "status_since {ts} NOT NULL, last_used {ts}, retired {bool} NOT NULL, "
-    "version BIGINT NOT NULL, drained {bool} NOT NULL DEFAULT {false}, UNIQUE (pool, name))",
+    "version BIGINT NOT NULL, UNIQUE (pool, name))",
+    # Added after the first release (ledger.ddl): earlier stores gain them at start.
+    "ALTER TABLE {slots} ADD COLUMN IF NOT EXISTS drained {bool} NOT NULL DEFAULT {false}",
     "CREATE INDEX IF NOT EXISTS {slots_idle} ON {slots} (pool, last_used) WHERE status = 'idle'",
     "CREATE TABLE IF NOT EXISTS {queue} ("
     "entry_id {uuid} PRIMARY KEY, pool TEXT NOT NULL, bot_id TEXT NOT NULL, platform TEXT, "

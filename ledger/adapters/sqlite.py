@@ -23,6 +23,7 @@ from eventsourcing.sqlite import (
 
 from ledger.adapters.sql import DDL, SQL_TEMPLATES, SQLIndexes, enum_fields
 from ledger.application.ports import QueueRow, SlotRow
+from ledger.ddl import sqlite_execute
 
 __all__ = ["SQLiteLedgerFactory", "SQLiteLedgerRecorder"]
 
@@ -64,6 +65,10 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder, SQLIndexes):
             *super().construct_create_table_statements(),
             *(ddl.format(**self._TABLES, **types) for ddl in DDL),
         ]
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        for statement in self.create_table_statements:
+            sqlite_execute(c, statement)
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any

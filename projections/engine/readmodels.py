@@ -215,12 +215,19 @@ class ReadModels(ABC):
         with self._transaction() as curs:
             for statement in self.sql.create_tables:
                 curs.execute(statement)
+            for statement in self.sql.add_columns:
+                self._add_column(curs, statement)
             if indexes:
                 self._create_indexes(curs)
             curs.execute(self.sql.init_tracking, (self.ledger.name,))
             if not self.model_set.suffix:
                 for statement in self.sql.create_parked:
                     curs.execute(statement)
+
+    def _add_column(self, curs: Cursor, statement: str) -> None:
+        """Run one of :attr:`Statements.add_columns` (as written, where the backend
+        knows ``ADD COLUMN IF NOT EXISTS``)."""
+        curs.execute(statement)
 
     def create_indexes(self) -> None:
         with self._transaction() as curs:

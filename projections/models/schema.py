@@ -77,6 +77,9 @@ class Table:
     record: type[Any]
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
+    added: tuple[str, ...] = ()
+    """Columns added after the table's first release: a store made before gains them at
+    its next start (:mod:`ledger.ddl`); each is nullable, or a flag that starts false."""
 
     @cached_property
     def columns(self) -> tuple[Column, ...]:
@@ -93,7 +96,13 @@ class Table:
         return ", ".join(c.name for c in self.columns)
 
 
-SLOT_STATUS = Table("slot_status", SlotState, ("slot_id",), (("pool", "name"), ("bot_id",)))
+SLOT_STATUS = Table(
+    "slot_status",
+    SlotState,
+    ("slot_id",),
+    (("pool", "name"), ("bot_id",)),
+    added=("drained", "drain_scope"),
+)
 STATUS_INTERVALS = Table(
     "status_intervals",
     Interval,
@@ -152,6 +161,9 @@ class Dialect(ABC):
     def decoder(self, column: Column) -> Convert | None:
         """Database value -> Python value; None when the driver returns it as is."""
 
+    false: str = "false"
+    """The literal an added flag column starts at."""
+
     lock_row: str = ""
     """Appended to the tracking select when a writer reads it."""
 
@@ -199,6 +211,7 @@ class Statements:
             model_set.schema, f"{model_set.prefix}{PARKED.name}"
         )
         self.create_tables = [self._create_table(t) for t in MODELS]
+        self.add_columns = [self._add_column(t, name) for t in MODELS for name in t.added]
         self.create_indexes = [
             f"CREATE INDEX IF NOT EXISTS {model_set.index(t, cols)} ON {self.names[t.name]} "
             f"({', '.join(cols)})"
@@ -336,6 +349,18 @@ class Statements:
             f"CREATE TABLE IF NOT EXISTS {self.names[table.name]} ({columns}, "
             f"CONSTRAINT {key} PRIMARY KEY ({', '.join(table.key)}))"
         )
+
+    def _add_column(self, table: Table, name: str) -> str:
+        column = next(c for c in table.columns if c.name == name)
+        kind = self.dialect.types[column.kind]
+        if column.nullable:
+            definition = kind
+        elif column.kind == "bool":
+            definition = f"{kind} NOT NULL DEFAULT {self.dialect.false}"
+        else:
+            msg = f"{table.name}.{name}: an added column is nullable or a bool"
+            raise TypeError(msg)
+        return f"ALTER TABLE {self.names[table.name]} ADD COLUMN IF NOT EXISTS {name} {definition}"
 
     def _insert(self, table: Table) -> str:
         values = ", ".join("?" for _ in table.columns)

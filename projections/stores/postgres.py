@@ -232,7 +232,12 @@ class PostgresReadModels(ReadModels):
         already, as at every start but the first; else under the ledger's DDL lock, held
         until the tables' transaction committed."""
         sql = self.sql
-        statements = [*sql.create_tables, *sql.create_indexes, *sql.create_parked]
+        statements = [
+            *sql.create_tables,
+            *sql.add_columns,
+            *sql.create_indexes,
+            *sql.create_parked,
+        ]
         with self._pool.connection() as conn:
             if indexes and not ddl_missing(conn, self.model_set.schema, statements):
                 return

@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
+from ledger.ddl import sqlite_execute
 from ledger.errors import BadInput, ConfigurationError
 from projections.engine.eventlog import EventLog
 from projections.engine.follower import Follower
@@ -43,6 +44,7 @@ class SQLiteDialect(Dialect):
         "bool": "INTEGER",
         "json": "TEXT",
     }
+    false = "0"
 
     def qualify(self, schema: str, name: str) -> str:
         return f'"{name}"'
@@ -155,6 +157,9 @@ class SQLiteReadModels(ReadModels):
 
     def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._connections.get().execute(statement, params).fetchall()
+
+    def _add_column(self, curs: Cursor, statement: str) -> None:
+        sqlite_execute(curs, statement)
 
     def try_lock(self) -> int | None:
         """Take the set's writer lock (a file lock); the descriptor to release, or None

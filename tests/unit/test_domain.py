@@ -68,6 +68,7 @@ def undrain_drained(slot: Slot) -> None:
     slot.drained = True
     slot.undrain("disk replaced", **META)
 
+
 CASES = [(event, status) for event in COMMANDS for status in SlotStatus]
 
 
