@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from ledger.devtools.demo import Demo
 from ledger.entrypoints.web import create_app
@@ -28,7 +28,7 @@ from tests.e2e.web.chromium import WAIT_MS
 from tests.integration.web.support import ServerThread
 
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "dashboard.png"
-VIEWPORT = {"width": 1440, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1440, "height": 900}
 COLOURS = {  # ledger/static/dashboard.css
     "idle": (22, 163, 74),
     "deploying": (245, 158, 11),
@@ -190,3 +190,96 @@ def follow_the_pool(service: Service, api: httpx.Client, page: Page) -> None:
     for (status, point), colour in zip(samples, colours, strict=True):
         assert tuple(colour) == COLOURS[status], (status, point, colour)
     assert errors == []
+
+
+NARROW: ViewportSize = {"width": 390, "height": 844}
+OVERFLOWING_SLOTS = """() => {
+    const width = document.documentElement.clientWidth;
+    const selectors = ".tile, .tile > *, .slot, .slot > *, .slot-state > *";
+    const out = [];
+    for (const e of document.querySelectorAll(selectors)) {
+        const r = e.getBoundingClientRect();
+        const clipped = e.scrollWidth > e.clientWidth + 1;
+        if (r.width && (r.left < -0.5 || r.right > width + 0.5 || clipped))
+            out.push(`${e.className || e.tagName} ${Math.round(r.left)}..${Math.round(r.right)}`);
+    }
+    return {width, scrollWidth: document.documentElement.scrollWidth, out};
+}"""
+
+
+def expect_drained(page: Page, api: httpx.Client, count: int) -> None:
+    """The page shows ``count`` drained slots, as many as the API lists."""
+    drained = page.locator('[data-testid="slot"][data-drained="true"]')
+    expect(drained).to_have_count(count, timeout=WAIT_MS)
+    expect(page.get_by_test_id("slot-drained")).to_have_count(count)
+    listed = api.get("/v1/slots", params={"drained": "true"}).json()
+    assert len(listed) == count
+    assert {d.get_attribute("data-name") for d in drained.all()} == {s["name"] for s in listed}
+    pill = page.get_by_test_id("drained-count")
+    if count:
+        expect(pill).to_be_visible()
+        expect(pill).to_have_attribute("data-count", str(count))
+        expect(pill).to_have_text(f"{count} drained")
+    else:
+        expect(pill).to_be_hidden()
+
+
+def test_the_dashboard_marks_drained_slots(
+    browser: Browser, server: tuple[Service, ServerThread]
+) -> None:
+    _, running = server
+    with (
+        httpx.Client(base_url=running.url, timeout=10) as api,
+        browser.new_page(viewport=VIEWPORT, device_scale_factor=1) as page,
+    ):
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(running.url)
+        expect(cells(page)).to_have_count(6, timeout=WAIT_MS)
+        expect_tiles(page, total=6, idle=6)
+        expect_drained(page, api, 0)
+
+        # a busy slot drained by name keeps its colour and its bot, and is marked
+        busy = api.post("/v1/deployments", json={"bot_id": "e2e-drain-bot"}).json()["name"]
+        answer = api.post(f"/v1/slots/{busy}/drain", json={"reason": "host maintenance"})
+        assert answer.status_code == 200, answer.text
+        expect_drained(page, api, 1)
+        cell = page.locator(f'[data-testid="slot"][data-name="{busy}"]')
+        expect(cell).to_have_attribute("data-status", "busy")
+        expect(cell).to_have_attribute("data-drain-scope", "slot")
+        expect(cell.get_by_test_id("slot-drained")).to_have_attribute("title", "drained by name")
+        expect(cell.get_by_test_id("slot-drained")).to_have_text("drained")
+        expect(cell.locator(".slot-bot")).to_have_text("e2e-drain-bot")
+        assert "drained by name" in (cell.get_attribute("title") or "")
+        assert cell.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(37, 99, 235)"
+        expect(tile(page, "busy")).to_have_text("1")
+        expect(page.locator('[data-testid="event"][data-type="SlotDrained"]')).to_have_count(1)
+
+        # the pool drained: the others drained with it, the idle ones still idle and green
+        answer = api.post("/v1/pool/drain", json={"reason": "upgrade"})
+        assert answer.status_code == 200, answer.text
+        expect_drained(page, api, 6)
+        with_pool = page.locator('[data-testid="slot"][data-drain-scope="pool"]')
+        expect(with_pool).to_have_count(5)
+        for other in with_pool.all():
+            assert other.get_attribute("data-status") == "idle"
+            expect(other.get_by_test_id("slot-drained")).to_have_attribute(
+                "title", "drained with the pool"
+            )
+            assert other.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(22, 163, 74)"
+        expect_tiles(page, total=6, idle=5, busy=1)
+
+        # usable at 390 px: the marks and the count stay inside the viewport
+        page.set_viewport_size(NARROW)
+        expect(page.get_by_test_id("drained-count")).to_be_visible()
+        found = page.evaluate(OVERFLOWING_SLOTS)
+        assert found["out"] == [] and found["scrollWidth"] <= found["width"] == 390, found
+
+        # undraining the pool leaves the slot drained by name; undrained, no mark is left
+        assert api.post("/v1/pool/undrain", json={"reason": "done"}).status_code == 200
+        expect_drained(page, api, 1)
+        expect(cell).to_have_attribute("data-drain-scope", "slot")
+        assert api.post(f"/v1/slots/{busy}/undrain", json={"reason": "done"}).status_code == 200
+        expect_drained(page, api, 0)
+        expect(cell).to_have_attribute("data-drained", "false")
+        assert errors == []

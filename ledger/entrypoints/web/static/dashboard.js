@@ -15,7 +15,9 @@
     SlotRecovered: "idle", SlotAppCreated: "deploying", SlotHeartbeatRefused: "error",
     QueueEntryEnqueued: "queue", QueueEntryDispatched: "queue", QueueEntryExpired: "queue",
     QueueEntryCancelled: "queue", InvariantViolated: "error", InvariantResolved: "idle",
+    SlotDrained: "drained", SlotUndrained: "drained", PoolDrained: "drained", PoolUndrained: "drained",
   };
+  const DRAIN_TITLE = { slot: "drained by name", pool: "drained with the pool" };
   const SLIDER_MAX = 1000;
   const THUMB_HALF = 7;        // px; the slider's thumb is 14 px wide (dashboard.css)
   const CHART_REFRESH_MS = 3000;
@@ -127,6 +129,7 @@
       slots: snap.slots.map((s) => ({
         id: s.slot_id, name: s.name, status: s.status, since: s.status_since, bot: s.bot_id,
         reason: s.status === "error" ? s.last_error : null,
+        drained: Boolean(s.drained), drainScope: s.drain_scope ?? null,
       })),
     };
   }
@@ -137,6 +140,7 @@
       until: Date.parse(answer.at),
       slots: answer.slots.map((s) => ({
         id: s.slot_id, name: s.name, status: s.status, since: s.since, bot: s.bot_id, reason: null,
+        drained: false, drainScope: null, // /v1/pool/at does not say which slots were drained
       })),
     };
   }
@@ -147,22 +151,41 @@
     if (sub !== undefined) tile.querySelector(".tile-sub").textContent = sub;
   }
 
+  const drainTitle = (scope) => DRAIN_TITLE[scope] || "drained";
+
+  /** "N drained" in the Total tile: live only (the past's drains are not known here). */
+  function renderDrained(view) {
+    const pill = byId("drained-count");
+    const drained = view.until === null ? view.slots.filter((s) => s.drained) : [];
+    pill.hidden = drained.length === 0;
+    pill.dataset.count = drained.length;
+    pill.textContent = `${drained.length} drained`;
+    const byName = drained.filter((s) => s.drainScope === "slot").length;
+    const withPool = drained.filter((s) => s.drainScope === "pool").length;
+    pill.title = [byName && `${byName} drained by name`, withPool && `${withPool} drained with the pool`]
+      .filter(Boolean).join(", ") || "drained";
+  }
+
   function renderPool(view) {
     const st = view.stats;
     setTile("total", st.total, `of ${st.maxSize} max`);
     for (const status of STATUSES) setTile(status, st[status]);
     document.querySelector(".tiles").classList.toggle("historical", view.until !== null);
+    renderDrained(view);
     const grid = byId("slot-grid");
     if (!view.slots.length) {
       grid.innerHTML = `<p class="empty">${view.until ? "no slots at that time" : "the pool has no slots"}</p>`;
       return;
     }
     grid.innerHTML = view.slots.map((s) => `
-      <button type="button" class="slot ${esc(s.status)}" data-testid="slot" data-slot-id="${esc(s.id)}"
-              data-name="${esc(s.name)}" data-status="${esc(s.status)}"
-              title="${esc(s.name)}: ${esc(s.status)} since ${esc(stamp(Date.parse(s.since)))}">
+      <button type="button" class="slot ${esc(s.status)}${s.drained ? " drained" : ""}" data-testid="slot"
+              data-slot-id="${esc(s.id)}" data-name="${esc(s.name)}" data-status="${esc(s.status)}"
+              data-drained="${s.drained}" data-drain-scope="${esc(s.drainScope)}"
+              title="${esc(s.name)}: ${esc(s.status)} since ${esc(stamp(Date.parse(s.since)))}${s.drained ? ` · ${esc(drainTitle(s.drainScope))}` : ""}">
         <span class="slot-name">${esc(s.name)}</span>
-        <span class="slot-status">${esc(s.status)}</span>
+        <span class="slot-state"><span class="slot-status">${esc(s.status)}</span>${s.drained
+          ? `<span class="slot-drained" data-testid="slot-drained" title="${esc(drainTitle(s.drainScope))}">drained</span>`
+          : ""}</span>
         <span class="slot-bot">${s.bot ? esc(s.bot) : "&nbsp;"}</span>
         ${s.reason ? `<span class="slot-reason" data-testid="slot-reason">${esc(s.reason)}</span>` : ""}
         <span class="slot-time" data-since="${Date.parse(s.since)}"
