@@ -200,6 +200,19 @@ class Cluster:
             process.stop()
 
 
+def get_json(server: HttpProcess, path: str, **params: Any) -> Any:
+    """A GET that must answer 200: its JSON."""
+    answer = httpx.get(server.url + path, params=params, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def events_of(server: HttpProcess, **params: Any) -> list[dict[str, Any]]:
+    """``GET /v1/events`` (up to 10,000), filtered by ``params``."""
+    found: list[dict[str, Any]] = get_json(server, "/v1/events", limit=10_000, **params)
+    return found
+
+
 def run_cli(
     *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

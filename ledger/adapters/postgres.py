@@ -180,12 +180,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
             "queue_bot": Identifier(f"{prefix}_queue_index_bot"),
             "queue_order": Identifier(f"{prefix}_queue_index_order"),
         }
-        types = {
-            "uuid": SQL("uuid"),
-            "ts": SQL("timestamptz"),
-            "bool": SQL("boolean"),
-            "false": SQL("false"),
-        }
+        types = {"uuid": SQL("uuid"), "ts": SQL("timestamptz"), "bool": SQL("boolean")}
         self.sql_create_statements.extend(SQL(ddl).format(**names, **types) for ddl in DDL)
         self._sql = {k: SQL(q).format(**names) for k, q in SQL_TEMPLATES.items()}
         self._table = Identifier(schema, events_table_name)

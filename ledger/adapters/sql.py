@@ -28,7 +28,7 @@ DDL = (
     "status_since {ts} NOT NULL, last_used {ts}, retired {bool} NOT NULL, "
     "version BIGINT NOT NULL, UNIQUE (pool, name))",
     # Added after the first release (ledger.ddl): earlier stores gain them at start.
-    "ALTER TABLE {slots} ADD COLUMN IF NOT EXISTS drained {bool} NOT NULL DEFAULT {false}",
+    "ALTER TABLE {slots} ADD COLUMN IF NOT EXISTS drain_scope TEXT",
     "CREATE INDEX IF NOT EXISTS {slots_idle} ON {slots} (pool, last_used) WHERE status = 'idle'",
     "CREATE TABLE IF NOT EXISTS {queue} ("
     "entry_id {uuid} PRIMARY KEY, pool TEXT NOT NULL, bot_id TEXT NOT NULL, platform TEXT, "
@@ -66,8 +66,8 @@ SQL_TEMPLATES: Mapping[str, str] = {
     "idle": _select_sql(
         "slots",
         SlotRow,
-        "pool=%s AND status='idle' AND NOT retired AND NOT drained AND %s IN (platform, '') "
-        "ORDER BY last_used NULLS FIRST, status_since, name LIMIT %s",
+        "pool=%s AND status='idle' AND NOT retired AND drain_scope IS NULL "
+        "AND %s IN (platform, '') ORDER BY last_used NULLS FIRST, status_since, name LIMIT %s",
     ),
     "slot_by_bot": _select_sql("slots", SlotRow, "bot_id=%s"),
     "slot_by_id": _select_sql("slots", SlotRow, "slot_id=%s"),

@@ -37,7 +37,6 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "queued_at": datetime.fromisoformat,
     "timeout_at": datetime.fromisoformat,
     "retired": bool,
-    "drained": bool,
 }
 
 
@@ -60,7 +59,7 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder, SQLIndexes):
         }
 
     def construct_create_table_statements(self) -> list[str]:
-        types = {"uuid": "TEXT", "ts": "TEXT", "bool": "INTEGER", "false": "0"}
+        types = {"uuid": "TEXT", "ts": "TEXT", "bool": "INTEGER"}
         return [
             *super().construct_create_table_statements(),
             *(ddl.format(**self._TABLES, **types) for ddl in DDL),

@@ -86,7 +86,11 @@ class IndexView:
 
     def load(self, row: SlotRow) -> Slot:
         slot = self._get_slot(row.slot_id)
-        if (slot.retired, slot.status, slot.drained) != (row.retired, row.status, row.drained):
+        if (slot.retired, slot.status, slot.drain_scope) != (
+            row.retired,
+            row.status,
+            row.drain_scope,
+        ):
             raise LostRace(f"slot {row.name} moved on since its row was read")
         return slot
 

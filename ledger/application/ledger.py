@@ -22,6 +22,7 @@ from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.persistence import Recording
 from eventsourcing.utils import EnvType
 
+from ledger.application.capacity import capacity_plan
 from ledger.application.commands import (
     CANCELLED,
     Acquire,
@@ -63,7 +64,15 @@ from ledger.application.decisions import (
 from ledger.application.group_commit import GroupCommit
 from ledger.application.ports import INDEX_ROWS, IndexRow, LedgerRecorder, QueueRow, SlotRow
 from ledger.application.unit_of_work import Attempt, Change, Done, LostRace, UnitOfWork
-from ledger.domain import Pool, QueueEntry, QueueStatus, Slot, check_bot_id, check_platform, pool_id
+from ledger.domain import (
+    Pool,
+    QueueEntry,
+    QueueStatus,
+    Slot,
+    check_bot_id,
+    check_platform,
+    pool_id,
+)
 from ledger.domain.slot import DrainScope
 from ledger.errors import (
     BotAlreadyQueued,
@@ -79,6 +88,10 @@ __all__ = ["SlotLedger", "index_row", "slot_row"]
 
 R = TypeVar("R")
 Handler = Callable[[Any, Context], object]
+
+
+CAPACITY_ACTOR = "policy:capacity"
+"""Who drains and undrains slots to keep the pool within its maximum."""
 
 
 def index_row(aggregate: object) -> IndexRow | None:
@@ -114,7 +127,7 @@ def slot_row(slot: Slot) -> SlotRow:
         last_used=slot.last_used,
         retired=slot.retired,
         version=slot.version,
-        drained=slot.drained,
+        drain_scope=slot.drain_scope if slot.drained else None,
     )
 
 
@@ -533,7 +546,10 @@ class SlotLedger(Application[UUID]):
             )
             return Change(pool, [pool])
 
-        return self.uow.run(str(command), decide).answer
+        pool = self.uow.run(str(command), decide).answer
+        if not command.dry_run:
+            self.fit_capacity(ctx=ctx)
+        return pool
 
     def _provision(self, command: Provision, ctx: Context) -> Outcome:
         """Concurrent callers conflict on the pool's version, so names never repeat and
@@ -669,9 +685,16 @@ class SlotLedger(Application[UUID]):
             pool.remove(slot.id, at=at, actor=ctx.actor, correlation_id=cid)
             return Change(slot, [slot, pool])
 
-        return _outcome(self.uow.run(str(command), decide))
+        outcome = _outcome(self.uow.run(str(command), decide))
+        self.fit_capacity(ctx=ctx)
+        return outcome
 
     def _drain(self, command: Drain, ctx: Context) -> Outcome:
+        outcome = self._set_drained(command, ctx)
+        self.fit_capacity(ctx=ctx)
+        return outcome
+
+    def _set_drained(self, command: Drain, ctx: Context) -> Outcome:
         def decide(_: Attempt) -> Change[Slot]:
             at, cid = self.now(ctx), ctx.correlation_id
             slot = self.get_slot(command.slot_id)
@@ -689,6 +712,30 @@ class SlotLedger(Application[UUID]):
 
         return _outcome(self.uow.run(str(command), decide))
 
+    def fit_capacity(
+        self, *, dry_run: bool = False, ctx: Context | None = None
+    ) -> list[tuple[SlotRow, Drain]]:
+        """Drain or undrain slots (scope ``size``) so that no more slots than the pool's
+        maximum can be in use at once (:mod:`ledger.application.capacity`); the changes,
+        made or (``dry_run``) planned. Run after every change of the maximum, the slots or
+        their drains, and on each policy tick (as slots come to rest). Processes deciding
+        at once plan alike; a slot another one changed first is left as it is."""
+        pool = self.get_pool()
+        if pool is None:
+            return []
+        ctx = self.ensure_context(ctx, CAPACITY_ACTOR).acting_as(CAPACITY_ACTOR)
+        rows = self.index.slot_rows(self.pool_name)
+        drain, undrain = capacity_plan(rows, pool.max_size)
+        over = f"pool {pool.name} may have {pool.max_size} of its {len(rows)} slots in use"
+        room = f"room within pool {pool.name}'s maximum of {pool.max_size}"
+        changes = [(r, Drain(r.slot_id, over, scope="size")) for r in drain]
+        changes += [(r, Drain(r.slot_id, room, undrain=True)) for r in undrain]
+        if not dry_run:
+            for _, change in changes:
+                with contextlib.suppress(IllegalTransition):
+                    self._set_drained(change, ctx)
+        return changes
+
     def _drain_pool(self, command: DrainPool, ctx: Context) -> Pool:
         """Saved with the pool's version, so a slot admitted at the same time is either
         in the pool before the drain (and drained with it) or refused."""
@@ -701,7 +748,9 @@ class SlotLedger(Application[UUID]):
                 return Change(pool)
             return Change(pool, [pool])
 
-        return self.uow.run(str(command), decide).answer
+        pool = self.uow.run(str(command), decide).answer
+        self.fit_capacity(ctx=ctx)
+        return pool
 
     # --- queue -------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from uuid import UUID
 from ledger.application import Context, SlotLedger
 from ledger.application.policies import SlotRuntime
 from ledger.domain import Slot
-from ledger.domain.slot import OCCUPIED
+from ledger.domain.slot import DRAIN_SCOPES, OCCUPIED
 from ledger.domain.text import check_reason
 from ledger.errors import IllegalTransition, SlotLedgerError
 
@@ -204,6 +204,13 @@ def _check_drain(slot: Slot, undrain: bool) -> str:
     if slot.retired:
         raise IllegalTransition(f"slot {slot.name} is retired")
     if slot.drained is not undrain:
-        state = f"drained already (by {slot.drain_scope})" if slot.drained else "not drained"
+        how = DRAIN_SCOPES[slot.drain_scope or ""] if slot.drained else ""
+        state = f"drained already ({how})" if slot.drained else "not drained"
         raise IllegalTransition(f"slot {slot.name} is {state}")
+    if undrain and slot.drain_scope == "size":
+        msg = (
+            f"slot {slot.name} is drained {DRAIN_SCOPES['size']}: resize the pool "
+            "(or retire a slot) to bring it back"
+        )
+        raise IllegalTransition(msg)
     return "SlotUndrained" if undrain else "SlotDrained"

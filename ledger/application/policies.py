@@ -26,6 +26,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from ledger.application import Clock, Context, SlotLedger
+from ledger.application.ledger import CAPACITY_ACTOR
 from ledger.application.unit_of_work import Attempt, Change
 from ledger.domain import QueueEntry, QueueStatus, Slot, SlotStatus
 from ledger.domain.slot import OCCUPIED
@@ -483,7 +484,30 @@ class PolicyEngine:
                     taken.append(done)
         if recover and not dry_run:
             self.last_recovery_at = now
-        return taken
+        return taken + self._fit(now, dry_run=dry_run)
+
+    def _fit(self, now: datetime, *, dry_run: bool) -> list[Decision]:
+        """The capacity drains the ledger keeps (``SlotLedger.fit_capacity``): here for
+        the slots that came to rest since the last change, which may now be undrained."""
+        ctx = Context(CAPACITY_ACTOR, uuid5(_DECISIONS, f"capacity:{now}").hex, now)
+        changes = self.ledger.fit_capacity(dry_run=dry_run, ctx=ctx)
+        decisions = [
+            Decision(
+                rule="capacity",
+                action="undrain" if change.undrain else "drain",
+                target_id=row.slot_id,
+                target=row.name,
+                event="SlotUndrained" if change.undrain else "SlotDrained",
+                reason=change.reason,
+                since=row.status_since,
+                at=now,
+                version=row.version,
+            )
+            for row, change in changes
+        ]
+        for decision in decisions:
+            log.info("dry run, would %s" if dry_run else "%s", decision)
+        return decisions
 
     def _dry(self, decision: Decision) -> Decision:
         log.info("dry run, would %s", decision)

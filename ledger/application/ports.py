@@ -73,7 +73,12 @@ class SlotRow:
     last_used: datetime | None
     retired: bool
     version: int
-    drained: bool = False
+    drain_scope: str | None = None
+    """Why the slot is drained (:data:`~ledger.domain.slot.DrainScope`); None: it is not."""
+
+    @property
+    def drained(self) -> bool:
+        return self.drain_scope is not None
 
     @property
     def available(self) -> bool:

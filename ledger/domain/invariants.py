@@ -8,9 +8,10 @@ imported incident bundle, or the log a concurrency test produced:
 - ``illegal_transition``: an event its slot's status does not allow (transition table;
   a releasing slot, whose lease ended while its container may still run, has no bot, so
   what needs a held slot is illegal there; a drained slot is never acquired);
-- ``pool_over_max``: an event that leaves more non-idle slots in a pool than its
-  maximum, as the pool's ``PoolCreated`` and ``PoolResized`` set it (a resize below the
-  slots in use is not one: those leave as they finish);
+- ``pool_over_max``: an event that leaves more slots in use (deploying or busy) in a
+  pool than its maximum, as the pool's ``PoolCreated`` and ``PoolResized`` set it (a
+  resize below the slots in use is not one: those leave as they finish; an error slot
+  runs no container and is not in use);
 - ``queue_starved``: a queue entry waiting while a slot of its pool and platform stood
   idle, not drained, for longer than ``queue_grace_s``;
 - ``deploying_stuck``: a held slot deploying for longer than ``deploying_timeout_s``
@@ -472,7 +473,7 @@ class Checker:
             if not state.drained:
                 self._idle[(state.pool, state.platform)] += sign
                 self._idle_in[state.pool] += sign
-        else:
+        elif state.status in OCCUPIED:
             self._non_idle[state.pool] += sign
 
     # --- the pool's maximum ------------------------------------------------------------
@@ -495,14 +496,14 @@ class Checker:
             return
         key = self.over.get(pool)
         if key is not None and now <= maximum:
-            self._resolve(key, position, at, f"{now} of at most {maximum} slots are not idle")
+            self._resolve(key, position, at, f"{now} of at most {maximum} slots are in use")
             del self.over[pool]
         elif key is None and now > maximum and now > before:
             self.over[pool] = self._violate(
                 "pool_over_max",
                 position,
                 at,
-                f"{now} slots of pool {pool} are not idle, more than its maximum of {maximum}",
+                f"{now} slots of pool {pool} are in use, more than its maximum of {maximum}",
                 slot_id=slot_id,
                 key=f"pool_over_max:{pool}:{position}",
             )

@@ -33,6 +33,7 @@ from ledger.errors import IllegalTransition, StaleLease, WrongBot
 
 __all__ = [
     "ALL_STATUSES",
+    "DRAIN_SCOPES",
     "OCCUPIED",
     "TRANSITIONS",
     "DrainScope",
@@ -105,9 +106,18 @@ without Coolify does.
 Draining takes a slot out of acquisition without touching its status: a held slot's lease
 runs on, and after its release the slot stays idle, unused, until it is undrained."""
 
-DrainScope = Literal["slot", "pool"]
-"""Who drained a slot: an operator naming it, or the drain of its whole pool (which its
-undrain reverses, leaving slots drained by name drained)."""
+DrainScope = Literal["slot", "pool", "size"]
+"""Why a slot is drained: an operator named it (``slot``); its pool was drained (``pool``,
+which the pool's undrain reverses, leaving slots drained by name drained); or the pool has
+more slots than its maximum, lowered below its size (``size``: the ledger drains the excess
+and undrains it as room comes back)."""
+
+DRAIN_SCOPES: Mapping[str, str] = {
+    "slot": "by name",
+    "pool": "with its pool",
+    "size": "to keep the pool within its maximum",
+}
+"""Each scope as a refusal names it."""
 
 
 class Slot(TypedState, Aggregate):
@@ -470,7 +480,7 @@ class Slot(TypedState, Aggregate):
     ) -> None:
         self._check_allowed(self.SlotDrained)
         if self.drained:
-            msg = f"slot {self.name} is drained already (by {self.drain_scope})"
+            msg = f"slot {self.name} is drained already ({DRAIN_SCOPES[self.drain_scope or '']})"
             raise IllegalTransition(msg)
         self._emit(
             self.SlotDrained,

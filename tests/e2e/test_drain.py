@@ -13,20 +13,9 @@ from typing import Any
 
 import httpx
 
-from tests.blackbox import HttpProcess, cluster, run_cli, wait_for
+from tests.blackbox import HttpProcess, cluster, events_of, get_json, run_cli, wait_for
 
 REASON = "host under maintenance"
-
-
-def _get(server: HttpProcess, path: str, **params: Any) -> Any:
-    answer = httpx.get(server.url + path, params=params, timeout=60)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def _events(server: HttpProcess, **params: Any) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = _get(server, "/v1/events", limit=10_000, **params)
-    return found
 
 
 def _post(server: HttpProcess, path: str, body: object) -> httpx.Response:
@@ -38,20 +27,20 @@ def _deploy(server: HttpProcess, bot_id: str) -> httpx.Response:
 
 
 def _state(server: HttpProcess, bot_id: str) -> str:
-    state: str = _get(server, f"/v1/deployments/{bot_id}")["state"]
+    state: str = get_json(server, f"/v1/deployments/{bot_id}")["state"]
     return state
 
 
 def _slot_of(server: HttpProcess, bot_id: str) -> str:
     wait_for(lambda: _state(server, bot_id) == "busy", what=f"{bot_id} busy")
-    name: str = _get(server, f"/v1/deployments/{bot_id}")["slot"]["name"]
+    name: str = get_json(server, f"/v1/deployments/{bot_id}")["slot"]["name"]
     return name
 
 
 def _release(server: HttpProcess, bot_id: str, slot: str) -> None:
     released = httpx.delete(f"{server.url}/v1/deployments/{bot_id}", timeout=60)
     assert released.status_code == 200, released.text
-    wait_for(lambda: _get(server, f"/v1/slots/{slot}")["status"] == "idle", what=f"{slot} idle")
+    wait_for(lambda: get_json(server, f"/v1/slots/{slot}")["status"] == "idle", what=f"{slot} idle")
 
 
 def test_drain_and_undrain_over_http(database_url: str, tmp_path: Path) -> None:
@@ -62,7 +51,7 @@ def test_drain_and_undrain_over_http(database_url: str, tmp_path: Path) -> None:
         assert _deploy(server, "brief").status_code == 201
         held, spare = _slot_of(server, "held"), _slot_of(server, "brief")
         _release(server, "brief", spare)
-        before = _events(server)
+        before = events_of(server)
 
         dry = _post(server, f"/v1/slots/{spare}/drain", {"reason": REASON, "dry_run": True})
         assert dry.status_code == 200, dry.text
@@ -92,7 +81,7 @@ def test_drain_and_undrain_over_http(database_url: str, tmp_path: Path) -> None:
         )
         assert malformed.status_code == 400, malformed.text
         assert malformed.json()["error"] == "malformed_json"
-        assert _events(server) == before
+        assert events_of(server) == before
 
         for slot in (spare, held):
             drained = _post(server, f"/v1/slots/{slot}/drain", {"reason": REASON})
@@ -101,20 +90,20 @@ def test_drain_and_undrain_over_http(database_url: str, tmp_path: Path) -> None:
         again = _post(server, f"/v1/slots/{spare}/drain", {"reason": REASON})
         assert again.status_code == 409, again.text
         assert "drained already" in again.json()["detail"]
-        event = _events(server, type="SlotDrained")[-1]
+        event = events_of(server, type="SlotDrained")[-1]
         assert (event["actor"], event["reason"], event["data"]) == (
             "operator",
             REASON,
             {"scope": "slot"},
         )
         assert _state(server, "held") == "busy"  # its lease runs on
-        assert {s["name"] for s in _get(server, "/v1/slots", drained="true")} == {held, spare}
+        assert {s["name"] for s in get_json(server, "/v1/slots", drained="true")} == {held, spare}
 
         assert _deploy(server, "waiter").status_code == 202  # the idle slot is drained
         back = _post(server, f"/v1/slots/{spare}/undrain", {"reason": "done"})
         assert back.status_code == 200, back.text
         assert _state(server, "waiter") != "queued"  # served before the answer
-        assert _get(server, "/v1/deployments/waiter")["slot"]["name"] == spare
+        assert get_json(server, "/v1/deployments/waiter")["slot"]["name"] == spare
 
 
 def test_pool_drain_keeps_new_requests_waiting_until_undrained(
@@ -137,17 +126,17 @@ def test_pool_drain_keeps_new_requests_waiting_until_undrained(
 
         assert _deploy(server, "waiter").status_code == 202  # room, but no new slot
         assert _state(server, "waiter") == "queued"
-        assert _get(server, "/v1/pool/stats")["total"] == 1
+        assert get_json(server, "/v1/pool/stats")["total"] == 1
 
         _release(server, "held", held)
         undrained = _post(server, "/v1/pool/undrain", {"reason": "maintenance over"})
         assert undrained.status_code == 200, undrained.text
         assert undrained.json()["steps"] == ["record PoolUndrained (maintenance over)"]
         wait_for(lambda: _state(server, "waiter") == "busy", what="the waiter served")
-        waiter_slot = _get(server, "/v1/deployments/waiter")["slot"]["name"]
+        waiter_slot = get_json(server, "/v1/deployments/waiter")["slot"]["name"]
         assert waiter_slot != held  # drained by name: still out
-        assert _get(server, f"/v1/slots/{held}")["drained"] is True
-        types = [e["type"] for e in _events(server)]
+        assert get_json(server, f"/v1/slots/{held}")["drained"] is True
+        types = [e["type"] for e in events_of(server)]
         assert (types.count("PoolDrained"), types.count("PoolUndrained")) == (1, 1)
 
 
@@ -189,3 +178,51 @@ def test_drain_and_undrain_on_the_command_line(database_url: str, tmp_path: Path
     assert [row["drained"] for row in cli("slots")] == [True, False]
     [again] = cli("pool", "undrain", "--reason", "over")
     assert again["did"] == "nothing: already so"
+
+
+def test_a_maximum_lowered_below_the_pool_is_kept_by_draining(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A restart with a smaller ``LEDGER_MAX_POOL_SIZE`` than the pool's slots: the
+    ledger drains the excess (``policy:capacity``), so no more bots than the new maximum
+    hold slots at once, and the checker finds nothing; a larger setting undrains them."""
+    with cluster(tmp_path) as processes:
+        fake = processes.fake_coolify()
+        env = processes.env(database_url, fake, LEDGER_MAX_POOL_SIZE="4")
+        server = processes.serve(env)
+        for n in range(4):
+            assert _deploy(server, f"first-{n}").status_code == 201
+        slots = [_slot_of(server, f"first-{n}") for n in range(4)]
+        for n, slot in enumerate(slots):
+            _release(server, f"first-{n}", slot)
+        server.stop()
+
+        smaller = env | {"LEDGER_MAX_POOL_SIZE": "2"}
+        server = processes.serve(smaller, name="serve-smaller")
+        drained = get_json(server, "/v1/slots", drained="true")
+        assert len(drained) == 2, drained
+        assert {s["drain_scope"] for s in drained} == {"size"}
+        event = events_of(server, type="SlotDrained")[-1]
+        assert event["actor"] == "policy:capacity", event
+        assert get_json(server, "/v1/pool/stats")["maxSize"] == 2
+
+        answers = [_deploy(server, f"bot-{n}").status_code for n in range(3)]
+        assert answers == [201, 201, 202]  # two at most, the third waits
+        refused = _post(server, f"/v1/slots/{drained[0]['name']}/undrain", {"reason": "now"})
+        assert refused.status_code == 409, refused.text
+        assert "maximum" in refused.json()["detail"]
+        _slot_of(server, "bot-0")
+        released = httpx.delete(f"{server.url}/v1/deployments/bot-0", timeout=60)
+        assert released.status_code == 200, released.text
+        wait_for(lambda: _state(server, "bot-2") == "busy", what="the waiting bot served")
+        busy = get_json(server, "/v1/slots", status="busy")
+        assert len(busy) <= 2, busy
+
+        checked = run_cli("check", "--json", env=smaller, cwd=tmp_path)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        server.stop()
+
+        larger = env | {"LEDGER_MAX_POOL_SIZE": "4"}
+        server = processes.serve(larger, name="serve-larger")
+        assert get_json(server, "/v1/slots", drained="true") == []
+        assert events_of(server, type="SlotUndrained")[-1]["actor"] == "policy:capacity"

@@ -11,20 +11,18 @@ from typing import Any
 
 import httpx
 
-from tests.blackbox import FAKE_TOKEN, Cluster, HttpProcess, cluster, run_cli, wait_for
+from tests.blackbox import (
+    FAKE_TOKEN,
+    Cluster,
+    HttpProcess,
+    cluster,
+    events_of,
+    get_json,
+    run_cli,
+    wait_for,
+)
 
 REASON = "capacity for the board meeting"
-
-
-def _get(server: HttpProcess, path: str, **params: Any) -> Any:
-    answer = httpx.get(server.url + path, params=params, timeout=60)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def _events(server: HttpProcess, **params: Any) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = _get(server, "/v1/events", limit=10_000, **params)
-    return found
 
 
 def _deploy(server: HttpProcess, bot_id: str) -> httpx.Response:
@@ -34,7 +32,7 @@ def _deploy(server: HttpProcess, bot_id: str) -> httpx.Response:
 def _wait_busy(server: HttpProcess, bot_id: str) -> None:
     """Until the bot's deploy ends: its events come before the ones a test compares."""
     path = f"/v1/deployments/{bot_id}"
-    wait_for(lambda: _get(server, path)["state"] == "busy", what=f"{bot_id} busy")
+    wait_for(lambda: get_json(server, path)["state"] == "busy", what=f"{bot_id} busy")
 
 
 def _resize(server: HttpProcess, body: dict[str, Any]) -> httpx.Response:
@@ -56,11 +54,11 @@ def test_resize_up_over_http_serves_the_waiting_request_at_once(
 ) -> None:
     with cluster(tmp_path) as processes:
         server, _ = _serve(processes, database_url, 1)
-        assert _get(server, "/v1/pool/stats")["maxSize"] == 1  # before the first slot
+        assert get_json(server, "/v1/pool/stats")["maxSize"] == 1  # before the first slot
         assert _deploy(server, "holder").status_code == 201
         assert _deploy(server, "waiting").status_code == 202
         _wait_busy(server, "holder")
-        before = _events(server)
+        before = events_of(server)
 
         dry = _resize(server, {"max_size": 2, "reason": REASON, "dry_run": True})
         assert dry.status_code == 200, dry.text
@@ -79,18 +77,18 @@ def test_resize_up_over_http_serves_the_waiting_request_at_once(
         ):
             refused = _resize(server, bad)
             assert refused.status_code == code, (bad, refused.text)
-        assert _events(server) == before
-        assert len(_get(server, "/v1/queue")) == 1
+        assert events_of(server) == before
+        assert len(get_json(server, "/v1/queue")) == 1
 
         grown = _resize(server, {"max_size": 2, "reason": REASON})
         assert grown.status_code == 200, grown.text
         assert grown.json()["changed"] is True
-        assert _get(server, "/v1/queue") == []  # dispatched before the answer
-        assert _get(server, "/v1/deployments/waiting")["state"] != "queued"
-        resized = _events(server, type="PoolResized")
+        assert get_json(server, "/v1/queue") == []  # dispatched before the answer
+        assert get_json(server, "/v1/deployments/waiting")["state"] != "queued"
+        resized = events_of(server, type="PoolResized")
         assert [e["data"] for e in resized] == [{"old_max_size": 1, "new_max_size": 2}]
         assert (resized[0]["actor"], resized[0]["reason"]) == ("operator", REASON)
-        assert _get(server, "/v1/pool/stats")["maxSize"] == 2
+        assert get_json(server, "/v1/pool/stats")["maxSize"] == 2
 
         too_small = _resize(server, {"max_size": 1, "reason": "shrink"})
         assert too_small.status_code == 409, too_small.text
@@ -102,26 +100,26 @@ def test_a_restart_with_a_larger_setting_records_one_pool_resized(
 ) -> None:
     with cluster(tmp_path) as processes:
         server, env = _serve(processes, database_url, 2)
-        assert _get(server, "/v1/pool/stats")["maxSize"] == 2
+        assert get_json(server, "/v1/pool/stats")["maxSize"] == 2
         server.stop()
         larger = env | {"LEDGER_MAX_POOL_SIZE": "5"}
         started = [processes.serve(larger, name=f"serve-{n}", wait=False) for n in range(2)]
         for process in started:
             process.wait_ready()
 
-        resized = _events(started[0], type="PoolResized")
+        resized = events_of(started[0], type="PoolResized")
         assert len(resized) == 1, resized
         assert resized[0]["data"]["old_max_size"] == 2
         assert resized[0]["data"]["new_max_size"] == 5
         for process in started:
-            assert _get(process, "/v1/pool/stats")["maxSize"] == 5
+            assert get_json(process, "/v1/pool/stats")["maxSize"] == 5
 
         processes.worker(env | {"LEDGER_MAX_POOL_SIZE": "7"})  # a worker records it too
         wait_for(
-            lambda: len(_events(started[0], type="PoolResized")) == 2,
+            lambda: len(events_of(started[0], type="PoolResized")) == 2,
             what="the worker's PoolResized",
         )
-        last = _events(started[0], type="PoolResized")[-1]
+        last = events_of(started[0], type="PoolResized")[-1]
         assert last["data"] == {"old_max_size": 5, "new_max_size": 7}
 
 
@@ -133,9 +131,9 @@ def test_retire_over_http_deletes_the_app_and_refuses_a_slot_in_use(
         server = processes.serve(env)
         assert _deploy(server, "bot-a").status_code == 201
         _wait_busy(server, "bot-a")
-        slot = _get(server, "/v1/deployments/bot-a")["slot"]
+        slot = get_json(server, "/v1/deployments/bot-a")["slot"]
         name, app = slot["name"], slot["coolify_uuid"]
-        before = _events(server)
+        before = events_of(server)
 
         busy = _retire(server, name, REASON)
         assert busy.status_code == 409, busy.text
@@ -146,23 +144,25 @@ def test_retire_over_http_deletes_the_app_and_refuses_a_slot_in_use(
         ):
             refused = _retire(server, ref, reason)
             assert refused.status_code == code, (ref, refused.text)
-        assert _events(server) == before
+        assert events_of(server) == before
 
         released = httpx.delete(server.url + "/v1/deployments/bot-a", timeout=60)
         assert released.status_code == 200, released.text
-        wait_for(lambda: _get(server, f"/v1/slots/{name}")["status"] == "idle", what="slot idle")
-        before = _events(server)
+        wait_for(
+            lambda: get_json(server, f"/v1/slots/{name}")["status"] == "idle", what="slot idle"
+        )
+        before = events_of(server)
         dry = _retire(server, name, REASON, dry_run="true")
         assert dry.status_code == 200, dry.text
         assert dry.json()["dry_run"] is True
         assert dry.json()["steps"][-1] == f"delete application {app}"
-        assert _events(server) == before
+        assert events_of(server) == before
 
         retired = _retire(server, name, REASON)
         assert retired.status_code == 200, retired.text
-        event = _events(server, type="SlotRetired")[-1]
+        event = events_of(server, type="SlotRetired")[-1]
         assert (event["actor"], event["reason"]) == ("operator", REASON)
-        assert _get(server, f"/v1/slots/{name}")["retired"] is True
+        assert get_json(server, f"/v1/slots/{name}")["retired"] is True
         headers = {"Authorization": f"Bearer {FAKE_TOKEN}"}
         wait_for(
             lambda: (

@@ -13,6 +13,7 @@ The library's ``test_performance`` methods only print timings, so they are left 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -41,8 +42,15 @@ class _Backend:
 
     @pytest.fixture(autouse=True)
     def _factories(self) -> Iterator[None]:
+        """Closes the factories once the threads the test started have ended: the
+        library's concurrent cases stop their reader threads without joining them, and a
+        SQLite connection closed under a reader crashes the interpreter."""
         self._made: list[InfrastructureFactory[Any]] = []
+        before = set(threading.enumerate())
         yield
+        for thread in set(threading.enumerate()) - before:
+            if not thread.daemon:  # the readers; a connection pool's workers are daemons
+                thread.join(timeout=30)
         for factory in self._made:
             factory.close()
 

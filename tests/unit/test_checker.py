@@ -145,7 +145,7 @@ def test_more_non_idle_slots_than_the_pools_maximum(log: HandCraftedLog, clock: 
     violation = found[0]
     assert isinstance(violation, Violation)
     assert violation.slot_id == c
-    assert violation.detail == "2 slots of pool default are not idle, more than its maximum of 1"
+    assert violation.detail == "2 slots of pool default are in use, more than its maximum of 1"
     assert found[1].position == log.positions[-1]
 
 

@@ -228,8 +228,10 @@ class SlotOut(_Model):
     drained: bool = Field(
         default=False, description="Out of acquisition until undrained; status unchanged."
     )
-    drain_scope: Literal["slot", "pool"] | None = Field(
-        default=None, description="Drained by name (`slot`) or with its pool (`pool`)."
+    drain_scope: Literal["slot", "pool", "size"] | None = Field(
+        default=None,
+        description="Drained by name (`slot`), with its pool (`pool`), or by the ledger to "
+        "keep the pool within a maximum lowered below its size (`size`).",
     )
     version: int
 

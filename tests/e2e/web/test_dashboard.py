@@ -24,7 +24,7 @@ from ledger.devtools.demo import Demo
 from ledger.entrypoints.web import create_app
 from ledger.service import Service
 from ledger.settings import load_settings
-from tests.e2e.web.chromium import WAIT_MS
+from tests.e2e.web.chromium import OVERFLOWING, WAIT_MS
 from tests.integration.web.support import ServerThread
 
 SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "dashboard.png"
@@ -193,18 +193,7 @@ def follow_the_pool(service: Service, api: httpx.Client, page: Page) -> None:
 
 
 NARROW: ViewportSize = {"width": 390, "height": 844}
-OVERFLOWING_SLOTS = """() => {
-    const width = document.documentElement.clientWidth;
-    const selectors = ".tile, .tile > *, .slot, .slot > *, .slot-state > *";
-    const out = [];
-    for (const e of document.querySelectorAll(selectors)) {
-        const r = e.getBoundingClientRect();
-        const clipped = e.scrollWidth > e.clientWidth + 1;
-        if (r.width && (r.left < -0.5 || r.right > width + 0.5 || clipped))
-            out.push(`${e.className || e.tagName} ${Math.round(r.left)}..${Math.round(r.right)}`);
-    }
-    return {width, scrollWidth: document.documentElement.scrollWidth, out};
-}"""
+SLOT_SELECTORS = ".tile, .tile > *, .slot, .slot > *, .slot-state > *"
 
 
 def expect_drained(page: Page, api: httpx.Client, count: int) -> None:
@@ -272,7 +261,10 @@ def test_the_dashboard_marks_drained_slots(
         # usable at 390 px: the marks and the count stay inside the viewport
         page.set_viewport_size(NARROW)
         expect(page.get_by_test_id("drained-count")).to_be_visible()
-        found = page.evaluate(OVERFLOWING_SLOTS)
+        page.wait_for_function(  # the charts redraw for the new width once resizing stops
+            "() => document.documentElement.scrollWidth <= 390", timeout=WAIT_MS
+        )
+        found = page.evaluate(OVERFLOWING, SLOT_SELECTORS)
         assert found["out"] == [] and found["scrollWidth"] <= found["width"] == 390, found
 
         # undraining the pool leaves the slot drained by name; undrained, no mark is left

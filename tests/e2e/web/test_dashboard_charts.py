@@ -31,7 +31,7 @@ import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from tests.blackbox import cluster, wait_for
-from tests.e2e.web.chromium import WAIT_MS
+from tests.e2e.web.chromium import OVERFLOWING, WAIT_MS
 
 REASON = "disk full on /var/lib/docker (checked by the operator)"
 LONG_BOT = "orchestrator-eu-west-1.meeting-bot:7f3c9a2e-5b1d-4e8f-9a6c-2d4b8e1f0a37@tenant-42"
@@ -378,26 +378,17 @@ def test_the_charts_show_what_the_api_answers(browser: Browser, on_sqlite: Serve
         page.screenshot(path=str(SHOTS / "dash-1280.png"), full_page=True)
 
 
-OVERFLOWING = """() => {
-    const width = document.documentElement.clientWidth;
-    const selectors = ".topbar > *, .tile, .card, .slot, .slot > *, .chart svg, .ticks .tick,"
-        + " [data-testid=event], [data-testid=event] > *, [data-testid=queue-entry], .readout";
-    const out = [];
-    for (const e of document.querySelectorAll(selectors)) {
-        const r = e.getBoundingClientRect();
-        const clipped = e.scrollWidth > e.clientWidth + 1;
-        if (r.width && (r.left < -0.5 || r.right > width + 0.5 || clipped))
-            out.push(`${e.className || e.tagName} ${Math.round(r.left)}..${Math.round(r.right)}`);
-    }
-    return {width, scrollWidth: document.documentElement.scrollWidth, out};
-}"""
+NARROW_SELECTORS = (
+    ".topbar > *, .tile, .card, .slot, .slot > *, .chart svg, .ticks .tick,"
+    " [data-testid=event], [data-testid=event] > *, [data-testid=queue-entry], .readout"
+)
 
 
 def test_at_390_px_nothing_leaves_the_viewport(browser: Browser, on_sqlite: Served) -> None:
     with opened(browser, on_sqlite, NARROW) as page:
         chart(page, "timeline-chart")
         chart(page, "queue-chart")
-        found = page.evaluate(OVERFLOWING)
+        found = page.evaluate(OVERFLOWING, NARROW_SELECTORS)
         assert found["out"] == [] and found["scrollWidth"] <= found["width"] == 390, found
         card = page.locator('[data-testid="slot"]', has_text=LONG_BOT)
         assert card.locator(".slot-bot").inner_text() == LONG_BOT  # whole, wrapped

@@ -105,6 +105,6 @@ def test_schemathesis_finds_no_server_errors(database_url: str, make_api: MakeAp
     )
     for problem in tally.server_errors + tally.nonconforming:
         print(problem)
-    assert len(operations) == 21
+    assert len(operations) == 25
     assert not tally.server_errors
     assert not tally.nonconforming
