@@ -726,6 +726,8 @@ class SlotLedger(Application[UUID]):
         ctx = self.ensure_context(ctx, CAPACITY_ACTOR).acting_as(CAPACITY_ACTOR)
         rows = self.index.slot_rows(self.pool_name)
         drain, undrain = capacity_plan(rows, pool.max_size)
+        if pool.drained:
+            undrain = []  # no room to give back while the pool takes no acquisition
         over = f"pool {pool.name} may have {pool.max_size} of its {len(rows)} slots in use"
         room = f"room within pool {pool.name}'s maximum of {pool.max_size}"
         changes = [(r, Drain(r.slot_id, over, scope="size")) for r in drain]

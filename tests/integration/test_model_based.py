@@ -202,6 +202,8 @@ class Model:
         if self.pool is None:
             return
         drain, undrain = capacity_plan(list(self.slots.values()), self.pool.max_size)
+        if self.pool.drained:
+            undrain = []
         for slot in drain:
             slot.drain_scope, slot.version = "size", slot.version + 1
         for slot in undrain:
