@@ -172,13 +172,13 @@ def emit(
 ) -> None:
     """Print records as NDJSON, or as a table of ``columns`` (default: every field; one
     record without ``columns`` is shown field by field); an empty result says so, exit 0."""
-    records = [_fields(r) for r in rows]
+    records = [_fields(r) for r in rows]  # one record's values wrap: steps, reasons
     if as_json:
         ndjson(records)
     elif not records:
         console.print(empty, markup=False, highlight=False)
     elif len(records) == 1 and not columns:
-        table(title, ["field", "value"], records[0].items(), header=False)
+        table(title, ["field", "value"], records[0].items(), header=False, wrap={"value"})
     else:
         chosen = columns or list(records[0])
         table(title, chosen, ([r.get(c) for c in chosen] for r in records), wrap=wrap)
