@@ -127,7 +127,7 @@ def slot_row(slot: Slot) -> SlotRow:
         last_used=slot.last_used,
         retired=slot.retired,
         version=slot.version,
-        drain_scope=slot.drain_scope if slot.drained else None,
+        drain_scope=slot.drain_scope,
     )
 
 
