@@ -20,6 +20,7 @@ import psycopg
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    IntegrityError,
     InterfaceError,
     Notification,
     OperationalError,
@@ -186,10 +187,14 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
         self._table = Identifier(schema, events_table_name)
         self._log_sql(schema, events_table_name)
         # Slot rows in bot order, queue rows too: writers that wait on each other's bot
-        # (the unique indexes) wait in one order, so they cannot wait in a cycle.
+        # (the unique indexes) wait in one order, so they cannot wait in a cycle. A row
+        # locked by another save is not waited for (NOWAIT): that save writes the same
+        # aggregate from a read at least as new as this one's, so this save could only
+        # fail on the events' unique key once it commits; it fails now instead, and the
+        # decision is taken again at once.
         self._row_locks: dict[type[IndexRow], Composed] = {
             kind: SQL(
-                f"SELECT 1 FROM {{{table}}} WHERE {key} = ANY(%s) ORDER BY {key} FOR UPDATE"
+                f"SELECT 1 FROM {{{table}}} WHERE {key} = ANY(%s) ORDER BY {key} FOR UPDATE NOWAIT"
             ).format(**names)
             for kind, table, key in ((SlotRow, "slots", "slot_id"), (QueueRow, "queue", "entry_id"))
         }
@@ -290,6 +295,10 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
                     # Readers may have waited for this writer: wake them to look again.
                     with contextlib.suppress(psycopg.Error):
                         conn.execute(self._abandon)
+                    if isinstance(e, psycopg.errors.LockNotAvailable):
+                        # Another save holds a row (NOWAIT), or held it past the lock
+                        # timeout: a lost race, decided again, never retried as is.
+                        raise IntegrityError(str(e)) from e
                     raise
             return sorted(row["notification_id"] for row in appended.fetchall())
 
@@ -359,6 +368,15 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._sql[query], params)
             return list(curs.fetchall())
+
+    def _fetch_all(
+        self, queries: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[Mapping[str, Any]]]:
+        with self.datastore.get_connection() as conn, conn.pipeline():
+            cursors = [conn.cursor() for _ in queries]
+            for curs, (query, params) in zip(cursors, queries, strict=True):
+                curs.execute(self._sql[query], params)
+            return [list(curs.fetchall()) for curs in cursors]
 
     def _to_db(self, value: Any) -> Any:
         return value.value if isinstance(value, StrEnum) else value

@@ -14,7 +14,14 @@ from dataclasses import fields
 from typing import Any, TypeVar
 from uuid import UUID
 
-from ledger.application.ports import IndexRow, LedgerRecorder, QueueRow, SlotRow, index_rows
+from ledger.application.ports import (
+    AcquireReads,
+    IndexRow,
+    LedgerRecorder,
+    QueueRow,
+    SlotRow,
+    index_rows,
+)
 from ledger.domain import QueueStatus, SlotStatus
 
 __all__ = ["DDL", "SQL_TEMPLATES", "SQLIndexes", "enum_fields", "upsert_sql"]
@@ -92,6 +99,13 @@ class SQLIndexes(LedgerRecorder, ABC):
         """Run one prepared query and return its rows."""
 
     @abstractmethod
+    def _fetch_all(
+        self, queries: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[Mapping[str, Any]]]:
+        """Run several queries together (one round trip, one connection) and return the
+        rows of each."""
+
+    @abstractmethod
     def _to_db(self, value: Any) -> Any:
         """A Python value as the backend stores it."""
 
@@ -106,6 +120,22 @@ class SQLIndexes(LedgerRecorder, ABC):
         return [
             self._from_db(r, row_type) for r in self._fetch(query, [self._to_db(p) for p in params])
         ]
+
+    def acquire_reads(
+        self, bot_id: str, pool: str, platform: str | None, limit: int
+    ) -> AcquireReads:
+        waiting, held, idle = self._fetch_all(
+            [
+                ("waiting_by_bot", [bot_id]),
+                ("slot_by_bot", [bot_id]),
+                ("idle", [pool, platform or "", limit]),
+            ]
+        )
+        return AcquireReads(
+            next((self._from_db(r, QueueRow) for r in waiting), None),
+            next((self._from_db(r, SlotRow) for r in held), None),
+            [self._from_db(r, SlotRow) for r in idle],
+        )
 
     def _index_writes(self, kwargs: Mapping[str, Any]) -> Iterator[tuple[str, tuple[Any, ...]]]:
         for slot in index_rows(kwargs, SlotRow):

@@ -83,6 +83,17 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder, SQLIndexes):
             rows: list[sqlite3.Row] = c.fetchall()
             return [dict(r) for r in rows]
 
+    def _fetch_all(
+        self, queries: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[Mapping[str, Any]]]:
+        """In one read transaction: one consistent view of the file."""
+        answers: list[list[Mapping[str, Any]]] = []
+        with self.datastore.transaction(commit=False) as c:
+            for query, params in queries:
+                c.execute(self._sql[query], params)
+                answers.append([dict(r) for r in c.fetchall()])
+        return answers
+
     def _to_db(self, value: Any) -> Any:
         if isinstance(value, UUID):
             return value.hex

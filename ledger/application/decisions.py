@@ -12,18 +12,18 @@ import random
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
-from uuid import UUID
 
 from ledger.application.commands import Acquire, Context, Release
-from ledger.application.ports import LedgerRecorder, SlotRow
+from ledger.application.ports import AcquireReads, LedgerRecorder, SlotRow
 from ledger.application.unit_of_work import LostRace
 from ledger.domain import Slot, check_bot_id, check_platform
-from ledger.errors import BotAlreadyHoldsSlot, BotNotFound, NoIdleSlot
+from ledger.errors import BotAlreadyHoldsSlot, BotAlreadyQueued, BotNotFound, NoIdleSlot
 
 __all__ = [
     "IndexView",
     "SlotView",
     "already_holds",
+    "already_queued",
     "decide_acquire",
     "decide_release",
     "holds_no_slot",
@@ -45,6 +45,10 @@ def already_holds(bot_id: str, slot_name: str) -> BotAlreadyHoldsSlot:
     return BotAlreadyHoldsSlot(f"bot {bot_id!r} already holds slot {slot_name}")
 
 
+def already_queued(bot_id: str) -> BotAlreadyQueued:
+    return BotAlreadyQueued(f"bot {bot_id!r} already waits in the queue")
+
+
 def no_idle_slot(pool: str, platform: str | None) -> NoIdleSlot:
     where = f" for platform {platform}" if platform else ""
     return NoIdleSlot(f"no idle slot in pool {pool}{where}")
@@ -59,8 +63,10 @@ class SlotView(Protocol):
     def holder_row(self, bot_id: str) -> SlotRow | None:
         """The slot the bot holds, if any."""
 
-    def idle_rows(self, platform: str | None, limit: int) -> list[SlotRow]:
-        """Idle slots (of one platform, or any), least recently used first."""
+    def acquire_reads(self, bot_id: str, platform: str | None, limit: int) -> AcquireReads:
+        """What an acquire for the bot decides on: its queue entry (a view that checks the
+        queue elsewhere answers None), its slot, and up to ``limit`` idle slots (of one
+        platform, or any), least recently used first."""
 
     def load(self, row: SlotRow) -> Slot:
         """The slot of a row; :class:`LostRace` when it moved on since the row was read."""
@@ -69,10 +75,10 @@ class SlotView(Protocol):
 class IndexView:
     """A single command's view: the inline index, read now."""
 
-    def __init__(self, index: LedgerRecorder, pool_name: str, get_slot: Callable[[UUID], Slot]):
+    def __init__(self, index: LedgerRecorder, pool_name: str, slot_at: Callable[[SlotRow], Slot]):
         self.index = index
         self._pool_name = pool_name
-        self._get_slot = get_slot
+        self._slot_at = slot_at
 
     @property
     def pool_name(self) -> str:
@@ -81,11 +87,11 @@ class IndexView:
     def holder_row(self, bot_id: str) -> SlotRow | None:
         return self.index.slot_for_bot(check_bot_id(bot_id))
 
-    def idle_rows(self, platform: str | None, limit: int) -> list[SlotRow]:
-        return self.index.idle_candidates(self._pool_name, platform, limit)
+    def acquire_reads(self, bot_id: str, platform: str | None, limit: int) -> AcquireReads:
+        return self.index.acquire_reads(check_bot_id(bot_id), self._pool_name, platform, limit)
 
     def load(self, row: SlotRow) -> Slot:
-        slot = self._get_slot(row.slot_id)
+        slot = self._slot_at(row)
         if (slot.retired, slot.status, slot.drain_scope) != (
             row.retired,
             row.status,
@@ -106,15 +112,27 @@ def refuse_if_holding(view: SlotView, bot_id: str) -> None:
 
 
 def decide_acquire(
-    view: SlotView, command: Acquire, ctx: Context, at: datetime, *, first: bool = True
+    view: SlotView,
+    command: Acquire,
+    ctx: Context,
+    at: datetime,
+    *,
+    first: bool = True,
+    queue_checked: bool = False,
 ) -> Slot:
-    """Take the least recently used idle slot for a bot that holds none. After a lost
-    race (``first`` false) one of the candidates is drawn at random, so that racing
-    callers spread out instead of queueing on the same slot."""
-    refuse_if_holding(view, command.bot_id)
+    """Take the least recently used idle slot for a bot that holds none and does not
+    wait in the queue (unless the caller checked that already). After a lost race
+    (``first`` false) one of the candidates is drawn at random, so that racing callers
+    spread out instead of queueing on the same slot."""
+    check_bot_id(command.bot_id)
     if command.platform is not None:
         check_platform(command.platform)
-    candidates = view.idle_rows(command.platform, ACQUIRE_CANDIDATES)
+    reads = view.acquire_reads(command.bot_id, command.platform, ACQUIRE_CANDIDATES)
+    if reads.waiting is not None and not queue_checked:
+        raise already_queued(command.bot_id)
+    if reads.held is not None:
+        raise already_holds(command.bot_id, reads.held.name)
+    candidates = reads.idle
     if not candidates:
         raise no_idle_slot(view.pool_name, command.platform)
     row = candidates[0] if first else random.choice(candidates)

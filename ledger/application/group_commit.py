@@ -28,9 +28,10 @@ from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError, Recording
 
+from ledger.application.cache import SlotCache
 from ledger.application.commands import Acquire, Context, Outcome, Release
 from ledger.application.decisions import decide_acquire, decide_release
-from ledger.application.ports import LedgerRecorder, SlotRow, lru_order
+from ledger.application.ports import AcquireReads, LedgerRecorder, SlotRow, lru_order
 from ledger.application.unit_of_work import LostRace
 from ledger.domain import Slot, check_bot_id, check_platform
 from ledger.errors import SlotLedgerError
@@ -45,8 +46,7 @@ class Writer(Protocol):
 
     index: LedgerRecorder
     pool_name: str
-
-    def get_slot(self, slot_id: UUID) -> Slot: ...
+    slot_cache: SlotCache
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]: ...
 
@@ -88,26 +88,26 @@ class _Batch:
         slot_id = self.holders.get(bot_id)
         return None if slot_id is None else self.rows[slot_id]
 
-    def idle_rows(self, platform: str | None, limit: int) -> list[SlotRow]:
+    def acquire_reads(self, bot_id: str, platform: str | None, limit: int) -> AcquireReads:
+        """The queue was checked before the command was submitted."""
         idle = [
             r
             for r in self.rows.values()
             if r.available and r.slot_id not in self.taken and platform in (None, r.platform)
         ]
-        return sorted(idle, key=lru_order)[:limit]
+        return AcquireReads(None, self.holder_row(bot_id), sorted(idle, key=lru_order)[:limit])
 
     def load(self, row: SlotRow) -> Slot:
         return self._load(self, row)
 
 
 class GroupCommit:
-    """The writer thread of one :class:`SlotLedger` and its cache of slot aggregates."""
+    """The writer thread of one :class:`SlotLedger`."""
 
     def __init__(self, ledger: Writer, *, max_batch: int = 64) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._cache: dict[UUID, Slot] = {}
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
         # Snapshots reload and write a slot: off the writer, so no batch waits for them.
@@ -162,13 +162,11 @@ class GroupCommit:
             # Another process wrote meanwhile (or the store hiccuped): forget what this
             # batch touched and let every command decide again on its own.
             log.debug("batch of %d fell back to single commands: %s", len(jobs), e)
-            self._cache.clear()
             self.fallbacks += 1
             for job in jobs:
                 self._settle(job, lambda job=job: self._alone(job))  # type: ignore[misc]
             return
         except BaseException as e:  # a bug: every waiting caller must hear of it
-            self._cache.clear()
             for job in jobs:
                 job.future.set_exception(e)
             return
@@ -207,12 +205,7 @@ class GroupCommit:
             decided.append((copy.copy(slot), slot.version))
         positions: dict[tuple[UUID, int], int] = {}
         if batch.touched:
-            try:
-                recordings = self.ledger.save(*batch.touched.values())
-            except BaseException:
-                for slot_id in batch.touched:
-                    self._cache.pop(slot_id, None)
-                raise
+            recordings = self.ledger.save(*batch.touched.values())
             positions = {
                 (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
                 for r in recordings
@@ -236,15 +229,12 @@ class GroupCommit:
         return slot
 
     def _slot(self, batch: _Batch, row: SlotRow) -> Slot:
-        """The slot as this batch has it; else cached if still at the index's version;
-        else loaded (another process wrote between the batch's index read and the load:
+        """The slot as this batch has it; else at the index's version (cached or loaded;
+        another process wrote between the batch's index read and the load:
         :class:`LostRace`, and the batch falls back to single commands)."""
         if row.slot_id in batch.touched:
             return batch.touched[row.slot_id]
-        cached = self._cache.get(row.slot_id)
-        if cached is None or cached.version != row.version or cached.pending_events:
-            cached = self.ledger.get_slot(row.slot_id)
-            self._cache[row.slot_id] = cached
-            if cached.version != row.version:
-                raise LostRace(f"slot {row.name} moved on since the batch read the index")
-        return cached
+        slot = self.ledger.slot_cache.at(row)
+        if slot.version != row.version:
+            raise LostRace(f"slot {row.name} moved on since the batch read the index")
+        return slot

@@ -22,6 +22,7 @@ from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.persistence import Recording
 from eventsourcing.utils import EnvType
 
+from ledger.application.cache import SlotCache
 from ledger.application.capacity import capacity_plan
 from ledger.application.commands import (
     CANCELLED,
@@ -55,6 +56,7 @@ from ledger.application.commands import (
 from ledger.application.decisions import (
     IndexView,
     already_holds,
+    already_queued,
     decide_acquire,
     decide_release,
     holds_no_slot,
@@ -75,7 +77,6 @@ from ledger.domain import (
 )
 from ledger.domain.slot import DrainScope
 from ledger.errors import (
-    BotAlreadyQueued,
     BotNotFound,
     ConcurrencyExhausted,
     Conflict,
@@ -203,6 +204,7 @@ class SlotLedger(Application[UUID]):
         self._group: GroupCommit | None = None
         self.clock = clock
         self.refusals = RefusalBound()
+        self.slot_cache = SlotCache(self.get_slot)
         self.uow = UnitOfWork(self)
         self._handlers: dict[type[Any], Handler] = {
             EnsurePool: self._ensure_pool,
@@ -245,7 +247,9 @@ class SlotLedger(Application[UUID]):
         """Hand the index rows of the saved aggregates to the recorder: same transaction."""
         rows = [index_row(a) for a in processing_event.aggregates.values()]
         processing_event.saved_kwargs[INDEX_ROWS] = [r for r in rows if r is not None]
-        return super()._record(processing_event)
+        recordings = super()._record(processing_event)
+        self.slot_cache.saved(processing_event.aggregates.values())
+        return recordings
 
     # --- the command path --------------------------------------------------------------
 
@@ -387,7 +391,7 @@ class SlotLedger(Application[UUID]):
         """Acquire in a transaction of its own, without the queue check (group commit's
         fallback, which checked before it batched)."""
         command = Acquire(bot_id, platform)
-        return self._acquire_alone(command, self._context(ctx, command))
+        return self._acquire_alone(command, self._context(ctx, command), queue_checked=True)
 
     def release(self, bot_id: str, *, staged: bool = False, ctx: Context | None = None) -> Outcome:
         return self.handle(Release(bot_id, staged), ctx)
@@ -571,20 +575,25 @@ class SlotLedger(Application[UUID]):
         return _outcome(self.uow.run(str(command), decide))
 
     def _acquire(self, command: Acquire, ctx: Context) -> Outcome:
-        """A bot waiting in the queue is refused: it holds at most one slot or one entry."""
-        self._refuse_if_queued(command.bot_id)
+        """A bot waiting in the queue is refused: it holds at most one slot or one entry
+        (the single path reads the queue with the slots, in one round trip)."""
         if self._group is not None:
+            self._refuse_if_queued(command.bot_id)
             return self._group.submit(command, ctx)
         return self._acquire_alone(command, ctx)
 
-    def _acquire_alone(self, command: Acquire, ctx: Context) -> Outcome:
+    def _acquire_alone(
+        self, command: Acquire, ctx: Context, *, queue_checked: bool = False
+    ) -> Outcome:
         """Candidates come from the inline index; the slot aggregate's version check
         makes the take atomic, and the bot's uniqueness in the index refuses a second
         slot for one bot (the decision taken again sees the slot it holds)."""
 
         def decide(attempt: Attempt) -> Change[Slot]:
             at = self.now(ctx)
-            slot = decide_acquire(self._view(), command, ctx, at, first=attempt.first)
+            slot = decide_acquire(
+                self._view(), command, ctx, at, first=attempt.first, queue_checked=queue_checked
+            )
             return Change(slot, [slot])
 
         return _outcome(self.uow.run(str(command), decide))
@@ -877,11 +886,11 @@ class SlotLedger(Application[UUID]):
     # --- internals ---------------------------------------------------------------------
 
     def _view(self) -> IndexView:
-        return IndexView(self.index, self.pool_name, self.get_slot)
+        return IndexView(self.index, self.pool_name, self.slot_cache.at)
 
     def _refuse_if_queued(self, bot_id: str) -> None:
         if self.index.waiting_entry_for_bot(check_bot_id(bot_id)) is not None:
-            raise BotAlreadyQueued(f"bot {bot_id!r} already waits in the queue")
+            raise already_queued(bot_id)
 
     def _admit(
         self, pool: Pool, platform: str, coolify_uuid: str | None, at: datetime, ctx: Context

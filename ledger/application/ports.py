@@ -31,6 +31,7 @@ __all__ = [
     "DESCRIPTION_MAX_LENGTH",
     "ENV_KEY_PATTERN",
     "INDEX_ROWS",
+    "AcquireReads",
     "AppCreated",
     "AppState",
     "ContainerState",
@@ -105,8 +106,29 @@ IndexRow = SlotRow | QueueRow
 R = TypeVar("R", SlotRow, QueueRow)
 
 
+@dataclass(frozen=True)
+class AcquireReads:
+    """Everything an acquire decides on, read together (one round trip where the backend
+    can): the bot's queue entry, the slot it holds, and idle candidates."""
+
+    waiting: QueueRow | None
+    held: SlotRow | None
+    idle: list[SlotRow]
+
+
 class LedgerRecorder(ApplicationRecorder, ABC):
     """An application recorder that also answers the command side's queries."""
+
+    def acquire_reads(
+        self, bot_id: str, pool: str, platform: str | None, limit: int
+    ) -> AcquireReads:
+        """:meth:`waiting_entry_for_bot`, :meth:`slot_for_bot` and
+        :meth:`idle_candidates` at once; backends with round trips send them together."""
+        return AcquireReads(
+            self.waiting_entry_for_bot(bot_id),
+            self.slot_for_bot(bot_id),
+            self.idle_candidates(pool, platform, limit),
+        )
 
     @abstractmethod
     def idle_candidates(self, pool: str, platform: str | None, limit: int) -> list[SlotRow]:
