@@ -1,12 +1,14 @@
 """Group commit: concurrent acquire and release commands of one process share a transaction.
 
-Every write to the event store commits (and fsyncs) under the events table lock, so one
-command per transaction caps the ledger at one command per commit. A busy service gets
-many commands at once: a writer thread takes whatever is waiting, decides each command in
-order against one read of the pool's index and cached aggregates, and saves all their
-events in one transaction. Each caller still gets its own outcome or its own typed error.
-The decisions are the single path's own (:mod:`ledger.application.decisions`), read
-through the batch's view of the pool instead of the index.
+Every write to the event store is a transaction that commits (and fsyncs), so one
+command per transaction costs a commit per command. A busy service gets many commands at
+once: a writer thread takes whatever is waiting, decides each command in order against
+one read of the pool's index and cached aggregates, and saves all their events in one
+transaction. Each caller still gets its own outcome or its own typed error. A command
+submitted while no other is in flight runs at once in its caller's thread, as a single
+command: alone, a hand-over to the writer only adds latency. The decisions are the single
+path's own (:mod:`ledger.application.decisions`), read through the batch's view of the
+pool instead of the index.
 
 Correctness does not depend on the batch: the index read and the aggregates are checked
 by the same version rules as any save, so if another process wrote meanwhile the commit
@@ -108,6 +110,10 @@ class GroupCommit:
         self.ledger = ledger
         self.max_batch = max_batch
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        """Commands submitted and not yet answered: a command that finds none runs in
+        its caller's thread, alone; the others are batched by the writer."""
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
         # Snapshots reload and write a slot: off the writer, so no batch waits for them.
@@ -120,8 +126,17 @@ class GroupCommit:
         if isinstance(command, Acquire) and command.platform is not None:
             check_platform(command.platform)
         job = _Job(command, ctx)
-        self._jobs.put(job)
-        return job.future.result()
+        with self._lock:
+            alone = self._in_flight == 0
+            self._in_flight += 1
+        try:
+            if alone:  # nothing to share a transaction with: no hand-over to the writer
+                return self._alone(job)
+            self._jobs.put(job)
+            return job.future.result()
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def defer_snapshots(self, take: Callable[[], None]) -> None:
         self._snapshots.submit(self._snapshot, take)

@@ -81,6 +81,32 @@ def test_processes_of_one_store_share_the_budget(postgres_url: str) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("shared", [False, True], ids=["process", "store"])
+def test_a_large_budget_is_drawn_in_blocks_whose_rest_lapses(
+    postgres_url: str, shared: bool
+) -> None:
+    """2,000 a minute: blocks of 10, one draw per block; what a block leaves unsent
+    lapses, so the window never counts more than was drawn."""
+    store = _store(postgres_url)
+    budget = (
+        RequestBudget.on_postgres(store.conninfo(), store.schema, 2000)
+        if shared
+        else RequestBudget(2000)
+    )
+    try:
+        budget.LEASE_S = 3600.0  # nothing lapses while the first blocks are used
+        assert budget.block == 10
+        assert all(budget.acquire(0.05) for _ in range(25))
+        stats = budget.stats()
+        assert (stats.sent, stats.available) == (25, 2000 - 30)
+        budget.LEASE_S = 0.0  # the next blocks lapse at once: one request each
+        assert [budget.acquire(0.05) for _ in range(7)] == [True] * 7  # 5 leased, 2 blocks
+        stats = budget.stats()
+        assert (stats.sent, stats.available) == (32, 2000 - 50)
+    finally:
+        budget.close()
+
+
 def test_an_unreachable_shared_budget_falls_back_to_the_process_own(postgres_url: str) -> None:
     store = _store(postgres_url)
     pool = ConnectionPool(
