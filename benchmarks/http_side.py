@@ -197,15 +197,14 @@ def _fake_coolify(stack: ExitStack, logs: Path) -> _Server:
 
 
 def _ledger_env(url: str, fake: _Server, slots: int) -> dict[str, str]:
-    """The fake Coolify has no rate limit and no deploy time, so the ledger's protections
-    of a real one (150 requests a minute, 4 deployments at once) are raised to match:
-    measured is the ledger, not a budget the baseline does not have. Against a real
-    Coolify, 200 requests a minute per token bound every design's turnover."""
+    """The fake Coolify has no rate limit, so the ledger's budget for a real one (150
+    requests a minute) is raised to match: measured is the ledger, not a budget the
+    baseline does not have. Against a real Coolify, 200 requests a minute per token bound
+    every design's turnover."""
     return {
         "LEDGER_DATABASE_URL": url,
         "LEDGER_MAX_POOL_SIZE": str(slots),
         "LEDGER_COOLIFY_REQUESTS_PER_MINUTE": "10000",
-        "LEDGER_MAX_CONCURRENT_DEPLOYMENTS": str(slots),
         "LEDGER_COOLIFY_URL": fake.url + "/api/v1",
         "LEDGER_COOLIFY_TOKEN": FAKE_TOKEN,
         "LEDGER_COOLIFY_PROJECT_UUID": "fake-project",

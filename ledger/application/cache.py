@@ -1,59 +1,62 @@
-"""The slot aggregates this process last saved or loaded, reused when still current.
+"""Aggregates this process last saved or loaded, reused when still current.
 
-A decision reads the slot's inline index row first, and the row is written in the same
-transaction as the slot's events, so a cached slot at the row's version is exactly the
-stored slot: the decision then needs no snapshot or event read. At any other version the
-slot is loaded from the store. A stale copy can only cost a lost race at save time, never a
-wrong decision: the save's version check refuses it as it refuses any concurrent writer.
-Callers get their own deep copy, so a decision that is refused or loses its race leaves
-the cache as it was.
+A decision reads the aggregate's inline index row first (slots and queue entries have
+one), and the row is written in the same transaction as the aggregate's events, so a
+cached aggregate at the row's version is exactly the stored one: the decision then needs
+no snapshot or event read. At any other version the aggregate is loaded from the store. A
+stale copy can only cost a lost race at save time, never a wrong decision: the save's
+version check refuses it as it refuses any concurrent writer. Callers get their own deep
+copy, so a decision that is refused or loses its race leaves the cache as it was.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import LRUCache
+from eventsourcing.domain import Aggregate
 
-from ledger.application.ports import SlotRow
-from ledger.domain import Slot
+__all__ = ["VersionedCache"]
 
-__all__ = ["SlotCache"]
+A = TypeVar("A", bound=Aggregate)
 
 
-class SlotCache:
-    """Slots by id, at the version they were last saved or loaded at (thread-safe: the
-    library's LRU cache locks)."""
+class VersionedCache(Generic[A]):
+    """Aggregates of one type by id, at the version they were last saved or loaded at
+    (thread-safe: the library's LRU cache locks)."""
 
     MAXSIZE = 4096
-    """Slots kept: a pool's worth, for pools of up to this many slots."""
+    """Aggregates kept: a pool's worth, for pools of up to this many slots."""
 
-    def __init__(self, load: Callable[[UUID], Slot], maxsize: int = MAXSIZE) -> None:
+    def __init__(self, kind: type[A], load: Callable[[UUID], A], maxsize: int = MAXSIZE) -> None:
+        self._kind = kind
         self._load = load
-        self._slots: LRUCache[UUID, Slot] = LRUCache(maxsize=maxsize)
+        self._kept: LRUCache[UUID, A] = LRUCache(maxsize=maxsize)
 
-    def at(self, row: SlotRow) -> Slot:
-        """The slot of ``row``, a copy of the cached one when it is at the row's version,
-        else loaded from the store (its version may then differ from the row's: the
-        caller decides what a moved-on row means)."""
+    def at(self, aggregate_id: UUID, version: int) -> A:
+        """The aggregate, a copy of the cached one when it is at ``version`` (the index
+        row's), else loaded from the store (its version may then differ: the caller
+        decides what a moved-on row means)."""
         try:
-            cached = self._slots.get(row.slot_id)
+            cached = self._kept.get(aggregate_id)
         except KeyError:
             cached = None
-        if cached is not None and cached.version == row.version:
+        if cached is not None and cached.version == version:
             return copy.deepcopy(cached)
-        slot = self._load(row.slot_id)
-        self._keep(slot)
-        return slot
+        aggregate = self._load(aggregate_id)
+        self._keep(aggregate)
+        return aggregate
 
     def saved(self, aggregates: Iterable[object]) -> None:
-        """The slots among ``aggregates`` were just committed at their current version."""
+        """The aggregates of this type among ``aggregates`` were just committed at their
+        current version."""
         for aggregate in aggregates:
-            if isinstance(aggregate, Slot):
+            if isinstance(aggregate, self._kind):
                 self._keep(aggregate)
 
-    def _keep(self, slot: Slot) -> None:
-        if not slot.pending_events:
-            self._slots.put(slot.id, copy.deepcopy(slot))
+    def _keep(self, aggregate: A) -> None:
+        if not aggregate.pending_events:
+            self._kept.put(aggregate.id, copy.deepcopy(aggregate))

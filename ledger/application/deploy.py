@@ -289,6 +289,9 @@ class SlotDeployer:
         self._tasks_lock = threading.Lock()
         self._turns: dict[UUID, threading.Lock] = {}
         self._turns_lock = threading.Lock()
+        self._draining = threading.Lock()
+        """Drains of this process take turns: run together they would all try the same
+        head entry, and all but one would lose the race and decide again."""
         self.failed_deploys = 0
         """Deploys that ended with the slot failed, for ``/metrics`` and ``/readyz``."""
 
@@ -433,7 +436,8 @@ class SlotDeployer:
         """Give free capacity to waiting requests, as many as it allows; returns what
         each dispatched queue entry got. Each deploy carries its request's correlation id."""
         ctx = self.ledger.context(self.actor)
-        dispatched = self.ledger.dispatch_waiting(ctx=ctx)
+        with self._draining:
+            dispatched = self.ledger.dispatch_waiting(ctx=ctx)
         return {
             entry.id: Acquired(
                 outcome.slot,

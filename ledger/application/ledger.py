@@ -22,7 +22,7 @@ from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.persistence import Recording
 from eventsourcing.utils import EnvType
 
-from ledger.application.cache import SlotCache
+from ledger.application.cache import VersionedCache
 from ledger.application.capacity import capacity_plan
 from ledger.application.commands import (
     CANCELLED,
@@ -173,6 +173,10 @@ class RefusalBound:
                 self._last = {k: t for k, t in self._last.items() if now - t < self.window_s}
 
 
+class _NoRoom(Exception):
+    """A dispatch found no available slot for the entry and no room for a new one."""
+
+
 class SlotLedger(Application[UUID]):
     """The write side of the ledger: every slot transition is a command here."""
 
@@ -204,7 +208,8 @@ class SlotLedger(Application[UUID]):
         self._group: GroupCommit | None = None
         self.clock = clock
         self.refusals = RefusalBound()
-        self.slot_cache = SlotCache(self.get_slot)
+        self.slot_cache = VersionedCache(Slot, self.get_slot)
+        self.entry_cache = VersionedCache(QueueEntry, self._get_entry)
         self.uow = UnitOfWork(self)
         self._handlers: dict[type[Any], Handler] = {
             EnsurePool: self._ensure_pool,
@@ -248,7 +253,8 @@ class SlotLedger(Application[UUID]):
         rows = [index_row(a) for a in processing_event.aggregates.values()]
         processing_event.saved_kwargs[INDEX_ROWS] = [r for r in rows if r is not None]
         recordings = super()._record(processing_event)
-        self.slot_cache.saved(processing_event.aggregates.values())
+        for cache in (self.slot_cache, self.entry_cache):
+            cache.saved(processing_event.aggregates.values())
         return recordings
 
     # --- the command path --------------------------------------------------------------
@@ -811,7 +817,7 @@ class SlotLedger(Application[UUID]):
 
     def _expire(self, row: QueueRow, now: datetime, ctx: Context) -> QueueEntry | None:
         def decide(_: Attempt) -> Change[QueueEntry | None]:
-            entry: QueueEntry = self.repository.get(row.entry_id)
+            entry = self.entry_cache.at(row.entry_id, row.version)
             if entry.status is not QueueStatus.WAITING:
                 return Change(None)  # dispatched or cancelled meanwhile
             reason = entry.expiry_reason(now)
@@ -826,19 +832,39 @@ class SlotLedger(Application[UUID]):
         """Each waiting entry, in order, takes the least recently used idle slot of its
         platform. Slot and entry change together, under the correlation id of the
         request that queued the entry; an entry that keeps losing races is left for the
-        next drain."""
+        next drain. Once an entry finds no slot and no room, the entries after it of the
+        same platform (of any, for an entry of any platform) are not tried: they would
+        find none either, and a drain runs after every release and every queued request."""
         dispatched = []
         now = self.now(ctx)
-        for row in self.waiting():
-            if row.timeout_at <= now:
-                continue  # expiry, not dispatch, ends this one
+        rows = [row for row in self.waiting() if row.timeout_at > now]  # expiry ends the rest
+        if rows and self._no_capacity():
+            return []
+        full: set[str] = set()
+        for row in rows:
+            if row.platform in full:
+                continue
             try:
                 outcome = self._dispatch_one(row, ctx)
             except ConcurrencyExhausted:
                 continue
+            except _NoRoom:
+                if row.platform is None:
+                    break
+                full.add(row.platform)
+                continue
             if outcome is not None:
                 dispatched.append(outcome)
         return dispatched
+
+    def _no_capacity(self) -> bool:
+        """No slot of any platform is available and the pool has no room for a new one:
+        no entry can be dispatched, which one index read and one pool load tell (a drain
+        runs after every release and every queued request, often with many waiting)."""
+        if self.index.idle_candidates(self.pool_name, None, 1):
+            return False
+        pool = self.get_pool()
+        return pool is not None and (pool.drained or pool.size >= pool.max_size)
 
     def _dispatch_one(self, row: QueueRow, ctx: Context) -> tuple[QueueEntry, Outcome] | None:
         """An idle slot for the entry, or a new one while the pool has room (a retired
@@ -852,7 +878,7 @@ class SlotLedger(Application[UUID]):
 
         def decide(attempt: Attempt) -> Change[tuple[QueueEntry, Slot] | None]:
             at = self.now(ctx)
-            entry: QueueEntry = self.repository.get(row.entry_id)
+            entry = self.entry_cache.at(row.entry_id, row.version)
             if entry.status is not QueueStatus.WAITING:
                 return Change(None)  # another dispatcher, expiry or cancel ended it
             mine = ctx.under(entry.correlation_id)
@@ -869,7 +895,7 @@ class SlotLedger(Application[UUID]):
             else:
                 pool = self._pool(mine)
                 if pool.drained or pool.size >= pool.max_size:
-                    return Change(None)
+                    raise _NoRoom
                 platform = row.platform or self.default_platform
                 slot = self._admit(pool, platform, None, at, mine)
                 others.append(pool)
@@ -886,7 +912,14 @@ class SlotLedger(Application[UUID]):
     # --- internals ---------------------------------------------------------------------
 
     def _view(self) -> IndexView:
-        return IndexView(self.index, self.pool_name, self.slot_cache.at)
+        return IndexView(self.index, self.pool_name, self._slot_at)
+
+    def _slot_at(self, row: SlotRow) -> Slot:
+        return self.slot_cache.at(row.slot_id, row.version)
+
+    def _get_entry(self, entry_id: UUID) -> QueueEntry:
+        entry: QueueEntry = self.repository.get(entry_id)
+        return entry
 
     def _refuse_if_queued(self, bot_id: str) -> None:
         if self.index.waiting_entry_for_bot(check_bot_id(bot_id)) is not None:
