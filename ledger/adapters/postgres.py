@@ -36,7 +36,7 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.utils import retry
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier, Literal
+from psycopg.sql import SQL, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
 from ledger.adapters.sql import DDL, SQL_TEMPLATES, SQLIndexes, enum_fields, upsert_sql
@@ -185,7 +185,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
         }
         types = {"uuid": SQL("uuid"), "ts": SQL("timestamptz"), "bool": SQL("boolean")}
         self.sql_create_statements.extend(SQL(ddl).format(**names, **types) for ddl in DDL)
-        self._sql = {k: SQL(q).format(**names) for k, q in SQL_TEMPLATES.items()}
+        # Statements are rendered once: a composed one is rendered again on every execute.
+        self._sql = {k: SQL(q).format(**names).as_bytes() for k, q in SQL_TEMPLATES.items()}
         self._table = Identifier(schema, events_table_name)
         self._log_sql(schema, events_table_name)
         # Slot rows in bot order, queue rows too: writers that wait on each other's bot
@@ -194,17 +195,17 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
         # aggregate from a read at least as new as this one's, so this save could only
         # fail on the events' unique key once it commits; it fails now instead, and the
         # decision is taken again at once.
-        self._row_locks: dict[type[IndexRow], Composed] = {
+        self._row_locks: dict[type[IndexRow], bytes] = {
             kind: SQL(
                 f"SELECT 1 FROM {{{table}}} WHERE {key} = ANY(%s) ORDER BY {key} FOR UPDATE NOWAIT"
-            ).format(**names)
+            )
+            .format(**names)
+            .as_bytes()
             for kind, table, key in ((SlotRow, "slots", "slot_id"), (QueueRow, "queue", "entry_id"))
         }
-        self._upserts: dict[type[IndexRow], Composed] = {
-            SlotRow: SQL(_unnest_upsert("slots", SlotRow, "v.bot_id, v.slot_id")).format(**names),
-            QueueRow: SQL(_unnest_upsert("queue", QueueRow, "v.bot_id, v.entry_id")).format(
-                **names
-            ),
+        self._upserts: dict[type[IndexRow], bytes] = {
+            kind: SQL(_unnest_upsert(table, kind, f"v.bot_id, v.{key}")).format(**names).as_bytes()
+            for kind, table, key in ((SlotRow, "slots", "slot_id"), (QueueRow, "queue", "entry_id"))
         }
 
     def _log_sql(self, schema: str, table: str) -> None:
@@ -229,33 +230,43 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
             "WHERE d.adrelid = to_regclass({}) AND a.attname = 'notification_id'"
         ).format(qualified)
         self._horizon = SQL("{}({}, {})").format(horizon, seq, Literal(register))
-        self._append = SQL(
-            "INSERT INTO {table} (originator_id, originator_version, topic, state, "
-            "notification_id) "
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state, a.first + e.ord - 1 "
-            "FROM unnest(%s::{schema}.{event}[]) WITH ORDINALITY "
-            "AS e(originator_id, originator_version, topic, state, ord), "
-            "{allocate}({seq}, {key}, {register}, %s) AS a(first) "
-            # Rows are inserted in key order (their positions stay in the save's order), so
-            # writers that wait on each other's events wait in one order.
-            "ORDER BY e.originator_id, e.originator_version RETURNING notification_id"
-        ).format(
-            table=self._table,
-            schema=Identifier(schema),
-            event=Identifier(self.stored_event_type_name),
-            allocate=allocate,
-            seq=seq,
-            key=Literal(allocation_key),
-            register=Literal(register),
+        self._append = (
+            SQL(
+                "INSERT INTO {table} (originator_id, originator_version, topic, state, "
+                "notification_id) "
+                "SELECT e.originator_id, e.originator_version, e.topic, e.state, "
+                "a.first + e.ord - 1 "
+                "FROM unnest(%s::{schema}.{event}[]) WITH ORDINALITY "
+                "AS e(originator_id, originator_version, topic, state, ord), "
+                "{allocate}({seq}, {key}, {register}, %s) AS a(first) "
+                # Rows are inserted in key order (their positions stay in the save's order), so
+                # writers that wait on each other's events wait in one order.
+                "ORDER BY e.originator_id, e.originator_version RETURNING notification_id"
+            )
+            .format(
+                table=self._table,
+                schema=Identifier(schema),
+                event=Identifier(self.stored_event_type_name),
+                allocate=allocate,
+                seq=seq,
+                key=Literal(allocation_key),
+                register=Literal(register),
+            )
+            .as_bytes()
         )
-        self._lock_timeout = SQL("SET LOCAL lock_timeout = {}").format(
-            Literal(f"{self.datastore.lock_timeout}s")
+        self._lock_timeout = (
+            SQL("SET LOCAL lock_timeout = {}")
+            .format(Literal(f"{self.datastore.lock_timeout}s"))
+            .as_bytes()
         )
-        self._notify = SQL("NOTIFY {}").format(Identifier(self.channel_name))
-        self._abandon = SQL("ROLLBACK; NOTIFY {}").format(Identifier(self.channel_name))
-        self._max_position = SQL(
-            "SELECT max(notification_id) AS max FROM {} WHERE notification_id <= (SELECT {})"
-        ).format(self._table, self._horizon)
+        self._notify = SQL("NOTIFY {}").format(Identifier(self.channel_name)).as_bytes()
+        self._abandon = SQL("ROLLBACK; NOTIFY {}").format(Identifier(self.channel_name)).as_bytes()
+        self._select_horizon = SQL("SELECT {} AS horizon").format(self._horizon).as_bytes()
+        self._max_position = (
+            SQL("SELECT max(notification_id) AS max FROM {} WHERE notification_id <= (SELECT {})")
+            .format(self._table, self._horizon)
+            .as_bytes()
+        )
 
     def needs_migration(self, conn: psycopg.Connection[DictRow]) -> bool:
         """Whether the events table still has the library's default (no lock taken)."""
@@ -337,7 +348,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
         """The library's selection, never past the in-flight horizon: it is read by a
         statement of its own, so the rows' snapshot is taken after it."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            row = curs.execute(SQL("SELECT {} AS horizon").format(self._horizon)).fetchone()
+            row = curs.execute(self._select_horizon).fetchone()
             horizon = row["horizon"] if row else 0
             where = [SQL("notification_id <= %s")]
             params: list[Any] = [horizon if stop is None else min(stop, horizon)]

@@ -121,9 +121,9 @@ def decide_acquire(
     queue_checked: bool = False,
 ) -> Slot:
     """Take the least recently used idle slot for a bot that holds none and does not
-    wait in the queue (unless the caller checked that already). After a lost race
-    (``first`` false) one of the candidates is drawn at random, so that racing callers
-    spread out instead of queueing on the same slot."""
+    wait in the queue (unless the caller checked that already). After a lost race, or
+    while races are being lost (``first`` false), one of the candidates is drawn at
+    random, so that racing callers spread out instead of queueing on the same slot."""
     check_bot_id(command.bot_id)
     if command.platform is not None:
         check_platform(command.platform)

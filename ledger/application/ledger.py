@@ -597,8 +597,9 @@ class SlotLedger(Application[UUID]):
 
         def decide(attempt: Attempt) -> Change[Slot]:
             at = self.now(ctx)
+            first = attempt.first and not self.uow.contended()
             slot = decide_acquire(
-                self._view(), command, ctx, at, first=attempt.first, queue_checked=queue_checked
+                self._view(), command, ctx, at, first=first, queue_checked=queue_checked
             )
             return Change(slot, [slot])
 

@@ -76,9 +76,17 @@ class UnitOfWork:
 
     PAUSE_S = 0.002
     """The jitter grows by this much per lost race, up to ten times."""
+    CONTENDED_S = 1.0
+    """How long after a lost race the store counts as contended (:meth:`contended`)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._lost_at = float("-inf")
+
+    def contended(self) -> bool:
+        """Whether a race was lost here within ``CONTENDED_S``: callers that all want the
+        same first choice (the least recently used slot) should spread out at once."""
+        return time.monotonic() - self._lost_at < self.CONTENDED_S
 
     def run(self, what: str, decide: Callable[[Attempt], Change[T]]) -> Done[T]:
         """Decide, save the decision's aggregates in one transaction, answer."""
@@ -100,5 +108,6 @@ class UnitOfWork:
             try:
                 return attempt(Attempt(number))
             except (IntegrityError, LostRace):
+                self._lost_at = time.monotonic()
                 time.sleep(random.uniform(0, self.PAUSE_S * min(number + 1, 10)))
         raise ConcurrencyExhausted(f"{what} lost {attempts} races in a row; try again")
