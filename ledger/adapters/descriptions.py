@@ -113,7 +113,7 @@ class DescriptionMirror(TrackedConsumer[SlotLedger]):
         row = self.ledger.index.slot_row(slot_id)
         if row is None or row.coolify_uuid is None:
             return
-        slot = self.ledger.get_slot(slot_id)
+        slot = self.ledger.slot_of(row)
         try:
             self.coolify.update_description(row.coolify_uuid, describe(row, slot.last_error))
         except CoolifyNotFound:

@@ -10,51 +10,17 @@ integers beyond 64 bits exact) and the tagged objects are then restored bottom-u
 exactly as the library's hook does. A document msgspec refuses but ``json`` takes
 (``NaN``, ``1e400``, lone surrogates) goes through the library's decoder, so both read
 the same documents the same way.
-
-Most event states are flat: scalars and tagged datetimes and UUIDs. Those are decoded
-against a typed schema first, so msgspec builds the datetimes and UUIDs in C (a third
-less CPU per event, measured on a rebuild); a document that does not fit the schema
-(nested values, other tags, a tag the library's transcoding no longer owns) takes the
-general path. msgspec reads every string ``datetime.isoformat`` and ``UUID.hex`` write
-to the same values ``fromisoformat`` and ``UUID`` do, and refuses the other spellings
-those accept, which then take the general path too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, Union
-from uuid import UUID
+from typing import Any
 
 import msgspec
-from eventsourcing.persistence import (
-    DatetimeAsISO,
-    JSONTranscoder,
-    Transcoding,
-    TranscodingNotRegisteredError,
-    UUIDAsHex,
-)
+from eventsourcing.persistence import JSONTranscoder, Transcoding, TranscodingNotRegisteredError
 
 __all__ = ["MsgspecTranscoder"]
-
-
-class _TaggedDatetime(
-    msgspec.Struct, tag_field="_type_", tag="datetime_iso", forbid_unknown_fields=True
-):
-    _data_: datetime
-
-
-class _TaggedUUID(msgspec.Struct, tag_field="_type_", tag="uuid_hex", forbid_unknown_fields=True):
-    _data_: UUID
-
-
-_TYPED: dict[type[Transcoding], type[_TaggedDatetime | _TaggedUUID]] = {
-    DatetimeAsISO: _TaggedDatetime,
-    UUIDAsHex: _TaggedUUID,
-}
-"""The library's transcodings whose tagged values msgspec can build itself."""
-_SCALARS = (str, int, float, bool, None)
 
 
 class MsgspecTranscoder(JSONTranscoder):
@@ -62,34 +28,14 @@ class MsgspecTranscoder(JSONTranscoder):
 
     def __init__(self) -> None:
         self._decoders: dict[str, Callable[[Any], Any]] = {}
-        self._typed: dict[str, type[_TaggedDatetime | _TaggedUUID]] = {}
         super().__init__()
         self._parse = msgspec.json.Decoder().decode
 
     def register(self, transcoding: Transcoding) -> None:
         super().register(transcoding)
         self._decoders[transcoding.name] = transcoding.decode
-        tagged = _TYPED.get(type(transcoding))
-        if tagged is None:
-            self._typed.pop(transcoding.name, None)
-        else:
-            self._typed[transcoding.name] = tagged
-        tags = tuple(self._typed.values())
-        self._tags = frozenset(tags)
-        self._parse_flat = msgspec.json.Decoder(dict[str, Union[*_SCALARS, *tags]]).decode  # type: ignore[valid-type]
 
     def decode(self, data: bytes) -> Any:
-        try:
-            flat = self._parse_flat(data)
-        except msgspec.DecodeError:
-            pass
-        else:
-            if not ("_type_" in flat and "_data_" in flat and len(flat) == 2):
-                tags = self._tags
-                for key, value in flat.items():
-                    if type(value) in tags:
-                        flat[key] = value._data_
-                return flat
         try:
             value = self._parse(data)
         except msgspec.DecodeError:

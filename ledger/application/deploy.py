@@ -394,9 +394,9 @@ class SlotDeployer:
                 return None
             head = self.ledger.recorder.max_notification_id() or 0
             if isinstance(held, SlotRow):
-                return Acquired(self.ledger.get_slot(held.slot_id), head, existing=existing)
+                return Acquired(self.ledger.slot_of(held), head, existing=existing)
             try:
-                return self.queued(self.ledger.repository.get(held.entry_id), head)
+                return self.queued(self.ledger.entry_of(held), head)
             except BotNotFound:
                 raise LostRace(f"the entry of bot {bot_id!r} left the queue") from None
 
@@ -488,7 +488,7 @@ class SlotDeployer:
         lease = _Lease(slot.id, slot.lease, bot_id)
         try:
             with self._turn(slot.id):
-                app_uuid = self.ledger.get_slot(slot.id).coolify_uuid  # its deploy may add one
+                app_uuid = self.ledger.current_slot(slot.id).coolify_uuid  # its deploy may add one
                 if app_uuid is not None:
                     self.app.clear(app_uuid, in_flight=slot.status is SlotStatus.DEPLOYING)
                 self.ledger.complete_release(slot.id, bot_id, lease=slot.lease, ctx=ctx)
@@ -681,7 +681,7 @@ class SlotDeployer:
 
     def _prepare(self, mine: _Lease, wanted: _Request, deadline: float, ctx: Context) -> str:
         """The slot's application, existing and configured for this lease only."""
-        slot = self.ledger.get_slot(mine.slot_id)
+        slot = self.ledger.current_slot(mine.slot_id)
         slot.check_lease(mine.lease)
         env = wanted.env(slot.id, slot.lease)
         app_uuid = slot.coolify_uuid or self._create_app(slot, ctx)

@@ -283,11 +283,26 @@ class SlotLedger(Application[UUID]):
     # --- queries -----------------------------------------------------------------------
 
     def get_slot(self, slot_id: UUID) -> Slot:
+        """The slot, loaded from the store (snapshot and events)."""
         try:
             slot: Slot = self.repository.get(slot_id)
         except AggregateNotFoundError:
             raise SlotNotFound(f"no slot with id {slot_id}") from None
         return slot
+
+    def current_slot(self, slot_id: UUID) -> Slot:
+        """The slot as stored now: its index row is read (one small query), and the slot
+        comes from the versioned cache when it is at the row's version."""
+        row = self.index.slot_row(slot_id)
+        return self.get_slot(slot_id) if row is None else self.slot_of(row)
+
+    def slot_of(self, row: SlotRow) -> Slot:
+        """The slot of an index row just read (cached at the row's version, else loaded)."""
+        return self.slot_cache.at(row.slot_id, row.version)
+
+    def entry_of(self, row: QueueRow) -> QueueEntry:
+        """The queue entry of an index row just read (as :meth:`slot_of`)."""
+        return self.entry_cache.at(row.entry_id, row.version)
 
     def get_pool(self) -> Pool | None:
         try:
@@ -659,7 +674,7 @@ class SlotLedger(Application[UUID]):
         def decide(_: Attempt) -> Change[Slot | None]:
             nonlocal recording
             recording = False
-            slot = self.get_slot(command.slot_id)
+            slot = self.current_slot(command.slot_id)
             at = self.now(ctx)
             try:
                 started = slot.heartbeat(command.bot_id, at=at, actor=ctx.actor, correlation_id=cid)
@@ -685,7 +700,7 @@ class SlotLedger(Application[UUID]):
         """``lease`` fences out a worker still acting for an earlier lease."""
 
         def decide(_: Attempt) -> Change[Slot]:
-            slot = self.get_slot(command.slot_id)
+            slot = self.current_slot(command.slot_id)
             slot.check_lease(command.lease)
             command.apply(slot, self.now(ctx), ctx)
             return Change(slot, [slot])
@@ -695,7 +710,7 @@ class SlotLedger(Application[UUID]):
     def _retire(self, command: Retire, ctx: Context) -> Outcome:
         def decide(_: Attempt) -> Change[Slot]:
             at, cid = self.now(ctx), ctx.correlation_id
-            slot = self.get_slot(command.slot_id)
+            slot = self.current_slot(command.slot_id)
             slot.retire(command.reason, at=at, actor=ctx.actor, correlation_id=cid)
             pool = self._pool(ctx)
             pool.remove(slot.id, at=at, actor=ctx.actor, correlation_id=cid)
@@ -713,7 +728,7 @@ class SlotLedger(Application[UUID]):
     def _set_drained(self, command: Drain, ctx: Context) -> Outcome:
         def decide(_: Attempt) -> Change[Slot]:
             at, cid = self.now(ctx), ctx.correlation_id
-            slot = self.get_slot(command.slot_id)
+            slot = self.current_slot(command.slot_id)
             if command.undrain:
                 slot.undrain(command.reason, at=at, actor=ctx.actor, correlation_id=cid)
             else:
@@ -818,7 +833,7 @@ class SlotLedger(Application[UUID]):
 
     def _expire(self, row: QueueRow, now: datetime, ctx: Context) -> QueueEntry | None:
         def decide(_: Attempt) -> Change[QueueEntry | None]:
-            entry = self.entry_cache.at(row.entry_id, row.version)
+            entry = self.entry_of(row)
             if entry.status is not QueueStatus.WAITING:
                 return Change(None)  # dispatched or cancelled meanwhile
             reason = entry.expiry_reason(now)
@@ -879,7 +894,7 @@ class SlotLedger(Application[UUID]):
 
         def decide(attempt: Attempt) -> Change[tuple[QueueEntry, Slot] | None]:
             at = self.now(ctx)
-            entry = self.entry_cache.at(row.entry_id, row.version)
+            entry = self.entry_of(row)
             if entry.status is not QueueStatus.WAITING:
                 return Change(None)  # another dispatcher, expiry or cancel ended it
             mine = ctx.under(entry.correlation_id)
@@ -913,10 +928,7 @@ class SlotLedger(Application[UUID]):
     # --- internals ---------------------------------------------------------------------
 
     def _view(self) -> IndexView:
-        return IndexView(self.index, self.pool_name, self._slot_at)
-
-    def _slot_at(self, row: SlotRow) -> Slot:
-        return self.slot_cache.at(row.slot_id, row.version)
+        return IndexView(self.index, self.pool_name, self.slot_of)
 
     def _get_entry(self, entry_id: UUID) -> QueueEntry:
         entry: QueueEntry = self.repository.get(entry_id)

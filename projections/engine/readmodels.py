@@ -28,7 +28,7 @@ from eventsourcing.persistence import Notification
 
 from ledger.domain import SlotStatus, pool_id
 from ledger.errors import BadInput
-from projections.engine.eventlog import EventLog, event_decoder
+from projections.engine.eventlog import EventLog
 from projections.engine.fold import Batch, Changes, Positioned, Projector
 from projections.errors import ReadModelTimeout
 from projections.inputs import check_event_type, check_window, utc
@@ -137,7 +137,6 @@ class ReadModels(ABC):
         self.model_set = model_set
         self.batch_size = batch_size
         self.projector = Projector()
-        self._to_event = event_decoder(ledger.mapper)
         self.sql = Statements(self.dialect, model_set)
         tables = (*MODELS, PARKED)
         self._encoders = {t.name: self._converters(t, self.dialect.encoder) for t in tables}
@@ -394,7 +393,7 @@ class ReadModels(ABC):
         if not notifications:
             return Batch([], start, 0)
         excluded = self._excluded(start, notifications[-1].id)
-        to_event = self._to_event
+        to_event = self.ledger.mapper.to_domain_event
         events: list[Positioned] = []
         last, read = start, 0
         for n in notifications:

@@ -157,7 +157,7 @@ def deployment_status(service: ServiceDep, bot_id: BotPath) -> DeploymentStatusO
         if held is None:
             return _ended(service, bot_id)
         if isinstance(held, SlotRow):
-            slot = ledger.get_slot(held.slot_id)
+            slot = ledger.slot_of(held)
             if slot.status is SlotStatus.BUSY:
                 return DeploymentStatusOut(bot_id=bot_id, state="busy", slot=SlotOut.of(slot))
             cid = ledger.lease_correlation_id(slot.id)
