@@ -174,8 +174,8 @@ class GroupCommit:
         try:
             results = self._decide_and_save(jobs)
         except (PersistenceError, LostRace) as e:
-            # Another process wrote meanwhile (or the store hiccuped): forget what this
-            # batch touched and let every command decide again on its own.
+            # Another process wrote meanwhile (or the store hiccuped): every command
+            # decides again on its own.
             log.debug("batch of %d fell back to single commands: %s", len(jobs), e)
             self.fallbacks += 1
             for job in jobs:
