@@ -385,10 +385,11 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
     def _fetch_all(
         self, queries: Sequence[tuple[str, Sequence[Any]]]
     ) -> list[list[Mapping[str, Any]]]:
-        with self.datastore.get_connection() as conn, conn.pipeline():
+        with self.datastore.get_connection() as conn, conn.pipeline() as pipeline:
             cursors = [conn.cursor() for _ in queries]
             for curs, (query, params) in zip(cursors, queries, strict=True):
                 curs.execute(self._sql[query], params)
+            pipeline.sync()  # one round trip: a fetch before the sync would wait twice
             return [list(curs.fetchall()) for curs in cursors]
 
     def _to_db(self, value: Any) -> Any:
