@@ -378,6 +378,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
             ]
 
     def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
+        """Without a pipeline: a lone query is one round trip, not two."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._sql[query], params)
             return list(curs.fetchall())

@@ -94,9 +94,10 @@ def enum_fields(row_type: type[IndexRow]) -> Mapping[str, Callable[[Any], Any]]:
 class SQLIndexes(LedgerRecorder, ABC):
     """The index queries, written once; backends bind tables and convert values."""
 
-    @abstractmethod
     def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
-        """Run one prepared query and return its rows."""
+        """Run one prepared query and return its rows (a backend with round trips may
+        send a lone query more cheaply than :meth:`_fetch_all` does)."""
+        return self._fetch_all([(query, params)])[0]
 
     @abstractmethod
     def _fetch_all(

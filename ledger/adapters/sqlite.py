@@ -6,7 +6,6 @@ are written in the same transaction as the events.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -76,12 +75,6 @@ class SQLiteLedgerRecorder(SQLiteApplicationRecorder, SQLIndexes):
         for query, params in self._index_writes(kwargs):
             c.execute(self._sql[query], params)
         return ids
-
-    def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(self._sql[query], params)
-            rows: list[sqlite3.Row] = c.fetchall()
-            return [dict(r) for r in rows]
 
     def _fetch_all(
         self, queries: Sequence[tuple[str, Sequence[Any]]]

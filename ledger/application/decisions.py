@@ -75,10 +75,10 @@ class SlotView(Protocol):
 class IndexView:
     """A single command's view: the inline index, read now."""
 
-    def __init__(self, index: LedgerRecorder, pool_name: str, slot_at: Callable[[SlotRow], Slot]):
+    def __init__(self, index: LedgerRecorder, pool_name: str, slot_of: Callable[[SlotRow], Slot]):
         self.index = index
         self._pool_name = pool_name
-        self._slot_at = slot_at
+        self._slot_of = slot_of
 
     @property
     def pool_name(self) -> str:
@@ -91,7 +91,7 @@ class IndexView:
         return self.index.acquire_reads(check_bot_id(bot_id), self._pool_name, platform, limit)
 
     def load(self, row: SlotRow) -> Slot:
-        slot = self._slot_at(row)
+        slot = self._slot_of(row)
         if (slot.retired, slot.status, slot.drain_scope) != (
             row.retired,
             row.status,

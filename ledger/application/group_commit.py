@@ -30,7 +30,6 @@ from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError, Recording
 
-from ledger.application.cache import VersionedCache
 from ledger.application.commands import Acquire, Context, Outcome, Release
 from ledger.application.decisions import decide_acquire, decide_release
 from ledger.application.ports import AcquireReads, LedgerRecorder, SlotRow, lru_order
@@ -48,7 +47,8 @@ class Writer(Protocol):
 
     index: LedgerRecorder
     pool_name: str
-    slot_cache: VersionedCache[Slot]
+
+    def slot_of(self, row: SlotRow) -> Slot: ...
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]: ...
 
@@ -249,7 +249,7 @@ class GroupCommit:
         :class:`LostRace`, and the batch falls back to single commands)."""
         if row.slot_id in batch.touched:
             return batch.touched[row.slot_id]
-        slot = self.ledger.slot_cache.at(row.slot_id, row.version)
+        slot = self.ledger.slot_of(row)
         if slot.version != row.version:
             raise LostRace(f"slot {row.name} moved on since the batch read the index")
         return slot

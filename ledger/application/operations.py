@@ -152,7 +152,7 @@ class Operator:
                 ledger.drain_pool(reason, undrain=undrain, ctx=ctx)
         changed: list[str] = []
         for row in ledger.slots():
-            slot = ledger.get_slot(row.slot_id)
+            slot = ledger.slot_of(row)
             if slot.drained is not undrain or (undrain and slot.drain_scope != "pool"):
                 continue
             event = _check_drain(slot, undrain)

@@ -187,7 +187,8 @@ class RequestBudget:
             return False
 
     def _drew(self) -> None:
-        """A block was drawn: one request is sent now, the rest is leased."""
+        """A block was drawn: one request is sent now, the rest is leased (the caller
+        holds the lock)."""
         self._sent += 1
         self._leased = self.block - 1
         self._lease_ends = time.monotonic() + self.LEASE_S
