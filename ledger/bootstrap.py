@@ -115,8 +115,7 @@ def eventsourcing_env(store: StoreConfig, settings: Settings | None = None) -> d
         # The library retries a failed command 10 times, each waiting this long for a
         # connection: a short wait makes commands fail during an outage, not hang.
         "POSTGRES_CONNECT_TIMEOUT": "1",
-        # Checkouts are checked first (a connection checked in the last second is not:
-        # ledger.adapters.postgres.RecentCheck), so the sessions of a restarted or purged
+        # Every checkout is checked first, so the sessions of a restarted or purged
         # server are replaced as they come up instead of failing a command each.
         "POSTGRES_PRE_PING": "y",
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -37,7 +36,6 @@ from eventsourcing.postgres import (
 from eventsourcing.utils import retry
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
-from psycopg_pool import ConnectionPool
 
 from ledger.adapters.sql import DDL, SQL_TEMPLATES, SQLIndexes, enum_fields, upsert_sql
 from ledger.application.deploy import DeployFailed, DeployPermits
@@ -401,32 +399,6 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
         return row_type(**{k: enums[k](v) if k in enums else v for k, v in row.items()})
 
 
-class RecentCheck:
-    """The pool's check before a connection is lent, skipped for one that passed it
-    within ``FRESH_S``: a busy process pays the check's round trip once a second per
-    connection, not once per query. A connection whose server went away meanwhile fails
-    its query (the library retries its own reads and writes; the API answers 503), and
-    the pool replaces it, so a process is working again within seconds all the same."""
-
-    FRESH_S = 1.0
-
-    def __init__(self) -> None:
-        self._passed: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
-
-    def __call__(self, conn: psycopg.Connection[Any]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            passed = self._passed.get(conn)
-        if passed is not None and now - passed < self.FRESH_S:
-            return
-        ConnectionPool.check_connection(conn)
-        with self._lock:
-            self._passed[conn] = now
-
-
 @contextmanager
 def postgres_ddl_lock(datastore: PostgresDatastore) -> Iterator[None]:
     """:func:`~ledger.pglocks.ddl_lock` on a connection of the library's pool."""
@@ -451,9 +423,6 @@ class PostgresLedgerFactory(PostgresFactory):
         assert isinstance(connect_kwargs, dict)
         connect_kwargs["prepare_threshold"] = None
         self.datastore.pool.reconnect_timeout = RECONNECT_S
-        # psycopg_pool takes its check only when the pool is built (by the library, with
-        # POSTGRES_PRE_PING): replaced before the pool opens.
-        self.datastore.pool._check = RecentCheck()
 
     def env_create_table(self) -> bool:
         """False to the library's recorder methods: :meth:`_created` creates the tables
