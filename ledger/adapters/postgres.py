@@ -147,6 +147,11 @@ def _unnest_upsert(table: str, row_type: type[IndexRow], order: str) -> str:
 
 log = logging.getLogger("ledger.store")
 
+transient = retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+"""The library's own retry of its reads and writes, for ours too: a connection not
+handed out within ``POSTGRES_CONNECT_TIMEOUT`` (a pool busy under load) or found
+closed is tried again, so a brief queue is not an outage."""
+
 
 def committed(commit: psycopg.Cursor[Any] | None) -> bool:
     """Whether the server confirmed a save's ``COMMIT`` before what followed it (the
@@ -271,7 +276,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
         row = conn.execute(self._has_default).fetchone()
         return bool(row and row["n"])
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @transient
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
@@ -325,7 +330,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
             columns = zip(*(self._params(r) for r in rows), strict=True)
             yield self._upserts[type(rows[0])], tuple(list(c) for c in columns)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @transient
     def max_notification_id(self) -> int | None:
         """The last position readers may read up to: every event at or before it has
         committed (or never will), whatever is still in flight after it."""
@@ -333,7 +338,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
             row = curs.execute(self._max_position).fetchone()
             return None if row is None else row["max"]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @transient
     def select_notifications(
         self,
         start: int | None,
@@ -375,12 +380,14 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder, SQLIndexes):
                 for r in curs.fetchall()
             ]
 
+    @transient
     def _fetch(self, query: str, params: Sequence[Any]) -> list[Mapping[str, Any]]:
         """Without a pipeline: a lone query is one round trip, not two."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._sql[query], params)
             return list(curs.fetchall())
 
+    @transient
     def _fetch_all(
         self, queries: Sequence[tuple[str, Sequence[Any]]]
     ) -> list[list[Mapping[str, Any]]]:
