@@ -101,8 +101,11 @@ class IndexView:
         return slot
 
 
-ACQUIRE_CANDIDATES = 8
-"""How many idle slots an acquire reads to choose from after a lost race."""
+ACQUIRE_CANDIDATES = 32
+"""How many idle slots an acquire reads to choose from after a lost race: about as many
+as there are concurrent acquirers, so that their random draws rarely collide (with 16
+processes on 32 slots, 8 candidates lost 0.59 races per cycle and 32 lost 0.18).
+A first choice reads only the least recently used one."""
 
 
 def refuse_if_holding(view: SlotView, bot_id: str) -> None:
@@ -127,7 +130,9 @@ def decide_acquire(
     check_bot_id(command.bot_id)
     if command.platform is not None:
         check_platform(command.platform)
-    reads = view.acquire_reads(command.bot_id, command.platform, ACQUIRE_CANDIDATES)
+    # The first choice is the least recently used slot: only it is read.
+    limit = 1 if first else ACQUIRE_CANDIDATES
+    reads = view.acquire_reads(command.bot_id, command.platform, limit)
     if reads.waiting is not None and not queue_checked:
         raise already_queued(command.bot_id)
     if reads.held is not None:

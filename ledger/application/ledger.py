@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.domain import datetime_now_with_tzinfo
+from eventsourcing.domain import DomainEventProtocol, datetime_now_with_tzinfo
 from eventsourcing.persistence import Recording
 from eventsourcing.utils import EnvType
 
@@ -208,8 +208,8 @@ class SlotLedger(Application[UUID]):
         self._group: GroupCommit | None = None
         self.clock = clock
         self.refusals = RefusalBound()
-        self.slot_cache = VersionedCache(Slot, self.get_slot)
-        self.entry_cache = VersionedCache(QueueEntry, self._get_entry)
+        self.slot_cache = VersionedCache(Slot, self.get_slot, self._events_after)
+        self.entry_cache = VersionedCache(QueueEntry, self._get_entry, self._events_after)
         self.uow = UnitOfWork(self)
         self._handlers: dict[type[Any], Handler] = {
             EnsurePool: self._ensure_pool,
@@ -929,6 +929,12 @@ class SlotLedger(Application[UUID]):
 
     def _view(self) -> IndexView:
         return IndexView(self.index, self.pool_name, self.slot_of)
+
+    def _events_after(
+        self, aggregate_id: UUID, version: int
+    ) -> Iterable[DomainEventProtocol[UUID]]:
+        """An aggregate's events after ``version``, for the versioned caches."""
+        return self.repository.event_store.get(aggregate_id, gt=version)
 
     def _get_entry(self, entry_id: UUID) -> QueueEntry:
         entry: QueueEntry = self.repository.get(entry_id)

@@ -29,3 +29,39 @@ class TestStoreLedger(LedgerContract):
         yield make
         for ledger in made:
             ledger.close()
+
+
+def test_a_cached_slot_another_process_moved_on_is_brought_forward_by_its_new_events(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ledgers on one store, as two processes: the one whose cached slot the other
+    moved on reads only the events after its copy's version (no snapshot, no full
+    load), and decides on exactly the stored slot."""
+    settings = load_settings(database_url=database_url)
+    here, there = build_ledger(settings), build_ledger(settings)
+    try:
+        slot_id = here.provision("meet").slot.id
+        here.acquire("bot-here")
+        here.release("bot-here")
+        for i in range(3):
+            there.acquire(f"bot-there-{i}")
+            there.release(f"bot-there-{i}")
+        stored = there.get_slot(slot_id)
+        loads: list[object] = []
+        real_get = here.repository.get
+
+        def counted_get(*args: Any, **kwargs: Any) -> Any:
+            loads.append(args)
+            return real_get(*args, **kwargs)
+
+        monkeypatch.setattr(here.repository, "get", counted_get)
+        brought = here.current_slot(slot_id)
+        assert brought == stored
+        assert brought.version == stored.version
+        assert loads == [], "the slot was loaded afresh instead of brought forward"
+        outcome = here.acquire("bot-again")
+        assert outcome.slot.id == slot_id
+        assert outcome.slot.version == stored.version + 1
+    finally:
+        here.close()
+        there.close()
