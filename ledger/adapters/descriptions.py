@@ -33,7 +33,7 @@ from projections.engine.follower import (
     TrackedConsumer,
 )
 
-__all__ = ["DescriptionMirror", "describe", "iso_utc"]
+__all__ = ["UNDESCRIBED", "DescriptionMirror", "describe", "iso_utc"]
 
 log = logging.getLogger("ledger.descriptions")
 
@@ -63,6 +63,18 @@ def describe(slot: SlotRow, last_error: str | None) -> str:
 
 _OUTAGE_STATUSES = frozenset({401, 403, 408, 429})
 """Coolify answers that say nothing about one slot: a token problem, a timeout, rate limits."""
+
+
+UNDESCRIBED = (
+    Slot.SlotDeploying,
+    Slot.SlotHeartbeatRefused,
+    Slot.SlotDrained,
+    Slot.SlotUndrained,
+)
+"""Slot events that change nothing :func:`describe` reads (status, its time, bot, last
+use, last error, retirement): the description written for the event before stays right,
+and writing it again would spend a Coolify request (one per deploy, for
+``SlotDeploying``) of the token's 200 a minute."""
 
 
 class DescriptionMirror(TrackedConsumer[SlotLedger]):
@@ -97,9 +109,11 @@ class DescriptionMirror(TrackedConsumer[SlotLedger]):
         )
 
     def handle(self, events: Sequence[Positioned]) -> None:
+        """Each slot a batch changed the description of is described once, as it is
+        now (so a batch's intermediate states are never written)."""
         touched: dict[UUID, None] = {}
         for _, event in events:
-            if isinstance(event, Slot.SlotEvent):
+            if isinstance(event, Slot.SlotEvent) and not isinstance(event, UNDESCRIBED):
                 touched[event.originator_id] = None
         for slot_id in touched:
             self._mirror(slot_id)

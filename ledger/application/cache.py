@@ -6,25 +6,44 @@ cached aggregate at the row's version is exactly the stored one: the decision th
 no snapshot or event read. A cached aggregate behind the row (another process wrote it
 since) is brought forward with only the events after its version: one read of a few
 events instead of a snapshot read and an event read. Without a cached copy, or ahead of
-the row, the aggregate is loaded from the store. A stale copy can only cost a lost race
-at save time, never a wrong decision: the save's version check refuses it as it refuses
-any concurrent writer. Callers get their own deep copy, so a decision that is refused or
-loses its race leaves the cache as it was.
+the row, the aggregate is loaded from the store. The pool, which has no index row, is
+always brought forward: its copy is current once no event follows it. A stale copy can
+only cost a lost race at save time, never a wrong decision: the save's version check
+refuses it as it refuses any concurrent writer. Callers get their own copy, so a
+decision that is refused or loses its race leaves the cache as it was.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from datetime import date, datetime, timedelta
+from enum import Enum
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import LRUCache, project_aggregate
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 
-__all__ = ["VersionedCache"]
+__all__ = ["VersionedCache", "own_copy"]
 
 A = TypeVar("A", bound=Aggregate)
+
+IMMUTABLE = (str, bytes, int, float, bool, type(None), date, datetime, timedelta, UUID, Enum)
+"""Values a copy can share: nothing can change them in place."""
+
+
+def own_copy(aggregate: A) -> A:
+    """A copy that nothing done to ``aggregate`` can change, and the reverse: its
+    immutable values are shared and only the others (pending events, a bot's
+    configuration) copied deeply, which makes it several times cheaper than
+    ``copy.deepcopy`` on every decision."""
+    clone = copy.copy(aggregate)
+    state: dict[str, Any] = clone.__dict__
+    for name, value in state.items():
+        if not isinstance(value, IMMUTABLE):
+            state[name] = copy.deepcopy(value)
+    return clone
 
 
 class VersionedCache(Generic[A]):
@@ -48,18 +67,31 @@ class VersionedCache(Generic[A]):
 
     def at(self, aggregate_id: UUID, version: int) -> A:
         """The aggregate, a copy of the cached one when it is at ``version`` (the index
-        row's), else loaded from the store (its version may then differ: the caller
-        decides what a moved-on row means)."""
-        try:
-            cached = self._kept.get(aggregate_id)
-        except KeyError:
-            cached = None
+        row's), brought forward when behind it, else loaded from the store (its version
+        may then differ: the caller decides what a moved-on row means)."""
+        cached = self._cached(aggregate_id)
         if cached is not None and cached.version == version:
-            return copy.deepcopy(cached)
+            return own_copy(cached)
+        if cached is not None and cached.version > version:
+            cached = None  # the row read is older than this copy: trust neither
+        return self._current(aggregate_id, cached, version)
+
+    def latest(self, aggregate_id: UUID) -> A:
+        """The aggregate as stored now, for one without an index row (the pool): the
+        cached copy brought forward, which is one read that usually returns no event."""
+        return self._current(aggregate_id, self._cached(aggregate_id), 0)
+
+    def _cached(self, aggregate_id: UUID) -> A | None:
+        try:
+            return self._kept.get(aggregate_id)
+        except KeyError:
+            return None
+
+    def _current(self, aggregate_id: UUID, cached: A | None, version: int) -> A:
         aggregate = None
-        if cached is not None and cached.version < version:
+        if cached is not None:
             events = self._events_after(aggregate_id, cached.version)
-            aggregate = project_aggregate(copy.deepcopy(cached), events)
+            aggregate = project_aggregate(own_copy(cached), events)
         if aggregate is None or aggregate.version < version:
             aggregate = self._load(aggregate_id)
         self._keep(aggregate)
@@ -74,4 +106,4 @@ class VersionedCache(Generic[A]):
 
     def _keep(self, aggregate: A) -> None:
         if not aggregate.pending_events:
-            self._kept.put(aggregate.id, copy.deepcopy(aggregate))
+            self._kept.put(aggregate.id, own_copy(aggregate))

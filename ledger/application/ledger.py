@@ -210,6 +210,7 @@ class SlotLedger(Application[UUID]):
         self.refusals = RefusalBound()
         self.slot_cache = VersionedCache(Slot, self.get_slot, self._events_after)
         self.entry_cache = VersionedCache(QueueEntry, self._get_entry, self._events_after)
+        self.pool_cache = VersionedCache(Pool, self._load_pool, self._events_after, maxsize=8)
         self.uow = UnitOfWork(self)
         self._handlers: dict[type[Any], Handler] = {
             EnsurePool: self._ensure_pool,
@@ -253,7 +254,7 @@ class SlotLedger(Application[UUID]):
         rows = [index_row(a) for a in processing_event.aggregates.values()]
         processing_event.saved_kwargs[INDEX_ROWS] = [r for r in rows if r is not None]
         recordings = super()._record(processing_event)
-        for cache in (self.slot_cache, self.entry_cache):
+        for cache in (self.slot_cache, self.entry_cache, self.pool_cache):
             cache.saved(processing_event.aggregates.values())
         return recordings
 
@@ -305,10 +306,14 @@ class SlotLedger(Application[UUID]):
         return self.entry_cache.at(row.entry_id, row.version)
 
     def get_pool(self) -> Pool | None:
+        """The pool as stored now (a cached copy brought forward); None before any."""
         try:
-            pool: Pool = self.repository.get(pool_id(self.pool_name))
+            return self.pool_cache.latest(pool_id(self.pool_name))
         except AggregateNotFoundError:
             return None
+
+    def _load_pool(self, aggregate_id: UUID) -> Pool:
+        pool: Pool = self.repository.get(aggregate_id)
         return pool
 
     def resolve_slot(self, ref: str | UUID) -> UUID:

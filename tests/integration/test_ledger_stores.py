@@ -65,3 +65,33 @@ def test_a_cached_slot_another_process_moved_on_is_brought_forward_by_its_new_ev
     finally:
         here.close()
         there.close()
+
+
+def test_the_pool_another_process_changed_is_read_as_stored(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool has no index row: its cached copy is brought forward on every read, so a
+    resize and a provision by another process are seen at once, without a full load."""
+    here = build_ledger(load_settings(database_url=database_url, max_pool_size=3))
+    there = build_ledger(load_settings(database_url=database_url, max_pool_size=3))
+    try:
+        here.provision("meet")
+        cached = here.get_pool()
+        assert cached is not None and (cached.size, cached.max_size) == (1, 3)
+        there.resize_pool(5, "more bots")
+        there.provision("meet")
+        loads: list[object] = []
+        real_get = here.repository.get
+
+        def counted_get(*args: Any, **kwargs: Any) -> Any:
+            loads.append(args)
+            return real_get(*args, **kwargs)
+
+        monkeypatch.setattr(here.repository, "get", counted_get)
+        pool = here.get_pool()
+        assert pool is not None and (pool.size, pool.max_size) == (2, 5)
+        assert pool == there.get_pool()
+        assert loads == [], "the pool was loaded afresh instead of brought forward"
+    finally:
+        here.close()
+        there.close()
