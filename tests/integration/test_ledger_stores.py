@@ -31,6 +31,19 @@ class TestStoreLedger(LedgerContract):
             ledger.close()
 
 
+def _count_loads(ledger: SlotLedger, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The aggregates ``ledger`` loads afresh (snapshot and events) from now on."""
+    loads: list[object] = []
+    real_get = ledger.repository.get
+
+    def counted_get(*args: Any, **kwargs: Any) -> Any:
+        loads.append(args)
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(ledger.repository, "get", counted_get)
+    return loads
+
+
 def test_a_cached_slot_another_process_moved_on_is_brought_forward_by_its_new_events(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -47,14 +60,7 @@ def test_a_cached_slot_another_process_moved_on_is_brought_forward_by_its_new_ev
             there.acquire(f"bot-there-{i}")
             there.release(f"bot-there-{i}")
         stored = there.get_slot(slot_id)
-        loads: list[object] = []
-        real_get = here.repository.get
-
-        def counted_get(*args: Any, **kwargs: Any) -> Any:
-            loads.append(args)
-            return real_get(*args, **kwargs)
-
-        monkeypatch.setattr(here.repository, "get", counted_get)
+        loads = _count_loads(here, monkeypatch)
         brought = here.current_slot(slot_id)
         assert brought == stored
         assert brought.version == stored.version
@@ -80,14 +86,7 @@ def test_the_pool_another_process_changed_is_read_as_stored(
         assert cached is not None and (cached.size, cached.max_size) == (1, 3)
         there.resize_pool(5, "more bots")
         there.provision("meet")
-        loads: list[object] = []
-        real_get = here.repository.get
-
-        def counted_get(*args: Any, **kwargs: Any) -> Any:
-            loads.append(args)
-            return real_get(*args, **kwargs)
-
-        monkeypatch.setattr(here.repository, "get", counted_get)
+        loads = _count_loads(here, monkeypatch)
         pool = here.get_pool()
         assert pool is not None and (pool.size, pool.max_size) == (2, 5)
         assert pool == there.get_pool()
