@@ -74,12 +74,12 @@ class VersionedCache(Generic[A]):
             return own_copy(cached)
         if cached is not None and cached.version > version:
             cached = None  # the row read is older than this copy: trust neither
-        return self._current(aggregate_id, cached, version)
+        return self._current(aggregate_id, cached, at_least=version)
 
     def latest(self, aggregate_id: UUID) -> A:
         """The aggregate as stored now, for one without an index row (the pool): the
         cached copy brought forward, which is one read that usually returns no event."""
-        return self._current(aggregate_id, self._cached(aggregate_id), 0)
+        return self._current(aggregate_id, self._cached(aggregate_id), at_least=0)
 
     def _cached(self, aggregate_id: UUID) -> A | None:
         try:
@@ -87,12 +87,14 @@ class VersionedCache(Generic[A]):
         except KeyError:
             return None
 
-    def _current(self, aggregate_id: UUID, cached: A | None, version: int) -> A:
+    def _current(self, aggregate_id: UUID, cached: A | None, *, at_least: int) -> A:
+        """``cached`` brought forward, or the aggregate loaded when there is no copy or
+        the copy brought forward is still below version ``at_least``."""
         aggregate = None
         if cached is not None:
             events = self._events_after(aggregate_id, cached.version)
             aggregate = project_aggregate(own_copy(cached), events)
-        if aggregate is None or aggregate.version < version:
+        if aggregate is None or aggregate.version < at_least:
             aggregate = self._load(aggregate_id)
         self._keep(aggregate)
         return aggregate

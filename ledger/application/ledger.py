@@ -209,8 +209,8 @@ class SlotLedger(Application[UUID]):
         self.clock = clock
         self.refusals = RefusalBound()
         self.slot_cache = VersionedCache(Slot, self.get_slot, self._events_after)
-        self.entry_cache = VersionedCache(QueueEntry, self._get_entry, self._events_after)
-        self.pool_cache = VersionedCache(Pool, self._load_pool, self._events_after, maxsize=8)
+        self.entry_cache = VersionedCache(QueueEntry, self.repository.get, self._events_after)
+        self.pool_cache = VersionedCache(Pool, self.repository.get, self._events_after, maxsize=8)
         self.uow = UnitOfWork(self)
         self._handlers: dict[type[Any], Handler] = {
             EnsurePool: self._ensure_pool,
@@ -311,10 +311,6 @@ class SlotLedger(Application[UUID]):
             return self.pool_cache.latest(pool_id(self.pool_name))
         except AggregateNotFoundError:
             return None
-
-    def _load_pool(self, aggregate_id: UUID) -> Pool:
-        pool: Pool = self.repository.get(aggregate_id)
-        return pool
 
     def resolve_slot(self, ref: str | UUID) -> UUID:
         """A slot id from its UUID or its name, for CLI and API callers."""
@@ -880,7 +876,7 @@ class SlotLedger(Application[UUID]):
 
     def _no_capacity(self) -> bool:
         """No slot of any platform is available and the pool has no room for a new one:
-        no entry can be dispatched, which one index read and one pool load tell (a drain
+        no entry can be dispatched, which one index read and one pool read tell (a drain
         runs after every release and every queued request, often with many waiting)."""
         if self.index.idle_candidates(self.pool_name, None, 1):
             return False
@@ -940,10 +936,6 @@ class SlotLedger(Application[UUID]):
     ) -> Iterable[DomainEventProtocol[UUID]]:
         """An aggregate's events after ``version``, for the versioned caches."""
         return self.repository.event_store.get(aggregate_id, gt=version)
-
-    def _get_entry(self, entry_id: UUID) -> QueueEntry:
-        entry: QueueEntry = self.repository.get(entry_id)
-        return entry
 
     def _refuse_if_queued(self, bot_id: str) -> None:
         if self.index.waiting_entry_for_bot(check_bot_id(bot_id)) is not None:
